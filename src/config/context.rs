@@ -1,0 +1,82 @@
+//! State that value deserializers need while one file is parsed.
+//!
+//! serde's `Deserialize` takes no context argument, yet validation has to happen *during*
+//! deserialization: only errors raised there get serde_yaml's line, column and key path. So
+//! [`scoped`] installs a [`ParseContext`] in a thread-local for the duration of one parse:
+//! - an owned snapshot of the environment variables the file refers to (the caller's lookup is
+//!   a borrowed `&dyn Fn`, which cannot be stored in a thread-local), used by `${NAME}` expansion;
+//! - the routes deserialized so far, so a route's `name` and `path` can be checked against the
+//!   earlier ones right where they are read (duplicate names, overlapping paths).
+//!
+//! Outside [`scoped`], the environment is empty and no routes are known.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::env::{self, ExpandError};
+use super::model::PathPattern;
+
+#[derive(Debug, Default)]
+pub(crate) struct ParseContext {
+    /// Variable name -> value (`None`: unset), for every name the file refers to.
+    pub env: HashMap<String, Option<String>>,
+    /// Routes already read, in file order.
+    pub routes: Vec<SeenRoute>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SeenRoute {
+    pub name: String,
+    pub path: PathPattern,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<ParseContext>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `context` installed (restoring whatever was installed before, even on panic).
+pub(crate) fn scoped<R>(context: ParseContext, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<ParseContext>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|current| *current.borrow_mut() = previous);
+        }
+    }
+    let previous = CURRENT.with(|current| current.borrow_mut().replace(context));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// Runs `f` on the installed context, or on an empty one outside [`scoped`].
+fn with<R>(f: impl FnOnce(&mut ParseContext) -> R) -> R {
+    CURRENT.with(|current| match current.borrow_mut().as_mut() {
+        Some(context) => f(context),
+        None => f(&mut ParseContext::default()),
+    })
+}
+
+/// Expands `${NAME}` references in `value` from the installed environment snapshot.
+pub(crate) fn expand(value: &str) -> Result<String, ExpandError> {
+    if !value.contains('$') {
+        return Ok(value.to_string());
+    }
+    with(|context| env::expand(value, |name| context.env.get(name).cloned().flatten()))
+}
+
+/// The earlier route (index and entry) that `check` says conflicts, if any.
+pub(crate) fn find_seen_route(check: impl Fn(&SeenRoute) -> bool) -> Option<(usize, SeenRoute)> {
+    with(|context| {
+        context
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, route)| check(route))
+            .map(|(index, route)| (index, route.clone()))
+    })
+}
+
+/// Records a fully read route so that later routes are checked against it.
+pub(crate) fn push_seen_route(route: SeenRoute) {
+    with(|context| context.routes.push(route));
+}

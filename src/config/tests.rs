@@ -1,0 +1,716 @@
+//! Loader tests: a golden file, the shipped default file, one test per error class (file, line,
+//! key and message), and `${NAME}` expansion.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use super::*;
+
+const ORIGIN: &str = "test.yaml";
+
+/// Joins `lines` with newlines: line `n` of the document is `lines[n - 1]`.
+fn yaml(lines: &[&str]) -> String {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "SECRET" => Some("whsec_from_env".into()),
+        "EMPTY" => Some(String::new()),
+        "YAMLISH" => Some("a: b # c".into()),
+        "HOST" => Some("127.0.0.1".into()),
+        "PORT" => Some("4000".into()),
+        "THREADS" => Some("8".into()),
+        _ => None,
+    }
+}
+
+fn parse_ok(text: &str) -> Config {
+    parse(text, ORIGIN, &test_env).unwrap_or_else(|err| panic!("unexpected error: {err}"))
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    match parse(text, ORIGIN, &test_env) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(err) => err,
+    }
+}
+
+/// Asserts that `text` fails at `line` on `key` with a message containing `needle`, and that
+/// the rendered error has the `<file>:<line>:<column>: <key>: <message>` shape.
+#[track_caller]
+fn assert_error(text: &str, line: usize, key: &str, needle: &str) -> ConfigError {
+    let err = parse_err(text);
+    let rendered = err.to_string();
+    assert_eq!(err.file, ORIGIN, "{rendered}");
+    assert_eq!(err.line, Some(line), "wrong line: {rendered}");
+    assert_eq!(err.key.as_deref(), Some(key), "wrong key: {rendered}");
+    assert!(
+        err.message.contains(needle),
+        "message lacks {needle:?}: {rendered}"
+    );
+    let column = err.column.expect("a column");
+    assert!(
+        rendered.starts_with(&format!("{ORIGIN}:{line}:{column}: {key}: ")),
+        "{rendered}"
+    );
+    err
+}
+
+/// A valid document: `name` on line 2, `path` 3, `upstream` 4, then the `extra` lines (from
+/// line 5), then `verify:`, `secrets:` and one secret item (line 7 without extras).
+fn one_route(extra: &[&str]) -> String {
+    let mut lines = vec![
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+    ];
+    lines.extend_from_slice(extra);
+    lines.extend_from_slice(&["    verify:", "      secrets:", "        - whsec_a"]);
+    yaml(&lines)
+}
+
+fn secrets_of(route: &Route) -> Vec<&[u8]> {
+    route.verify.secrets.iter().map(Secret::key_bytes).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Complete files
+
+#[test]
+fn golden_every_key_set() {
+    let text = yaml(&[
+        "listen: 0.0.0.0:8443",
+        "admin_listen: '[::1]:9191'",
+        "threads: 4",
+        "max_body_bytes: 2048",
+        "upstream_timeout: 1m 30s",
+        "body_timeout: 2s",
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        "    max_body_bytes: 65536",
+        "    body_timeout: 500ms",
+        "    verify:",
+        "      header: X-Dossier-Signature",
+        "      secrets:",
+        "        - ${SECRET}",
+        "        - whsec_previous_secret",
+        "  - name: messages.v2",
+        "    path: /webhooks/messages/*",
+        "    upstream: http://localhost/",
+        "    verify:",
+        "      secrets: [whsec_m]",
+    ]);
+    let config = parse_ok(&text);
+
+    let localhost_80 = ("localhost", 80).to_socket_addrs().unwrap().next().unwrap();
+    let expected = Config {
+        listen: "0.0.0.0:8443".parse().unwrap(),
+        admin_listen: "[::1]:9191".parse().unwrap(),
+        threads: NonZeroUsize::new(4).unwrap(),
+        upstream_timeout: Duration::from_secs(90),
+        routes: vec![
+            Route {
+                name: "dossiers".into(),
+                path: PathPattern::Exact("/webhooks/dossiers".into()),
+                upstream: Upstream {
+                    url: "http://127.0.0.1:3000".into(),
+                    addr: "127.0.0.1:3000".parse().unwrap(),
+                },
+                max_body_bytes: 65536,
+                body_timeout: Duration::from_millis(500),
+                verify: VerifyConfig {
+                    header: http::HeaderName::from_static("x-dossier-signature"),
+                    secrets: vec![
+                        Secret::new("whsec_from_env"),
+                        Secret::new("whsec_previous_secret"),
+                    ],
+                },
+            },
+            Route {
+                name: "messages.v2".into(),
+                path: PathPattern::Prefix("/webhooks/messages/".into()),
+                upstream: Upstream {
+                    url: "http://localhost".into(),
+                    addr: localhost_80,
+                },
+                // The top-level defaults of this file.
+                max_body_bytes: 2048,
+                body_timeout: Duration::from_secs(2),
+                verify: VerifyConfig {
+                    header: http::HeaderName::from_static("x-webhook-signature"),
+                    secrets: vec![Secret::new("whsec_m")],
+                },
+            },
+        ],
+    };
+    // `Debug` covers every field but the secrets' values (redacted); compare those apart.
+    assert_eq!(format!("{config:#?}"), format!("{expected:#?}"));
+    for (got, want) in config.routes.iter().zip(&expected.routes) {
+        assert_eq!(
+            got.verify.secrets, want.verify.secrets,
+            "route {}",
+            got.name
+        );
+    }
+}
+
+#[test]
+fn defaults_apply_when_keys_are_left_out() {
+    let config = parse_ok(&one_route(&[]));
+    assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(
+        config.admin_listen,
+        SocketAddr::from(([127, 0, 0, 1], 9090))
+    );
+    assert_eq!(config.threads.get(), 2);
+    assert_eq!(config.upstream_timeout, Duration::from_secs(30));
+    let route = &config.routes[0];
+    assert_eq!(route.max_body_bytes, 1_048_576);
+    assert_eq!(route.body_timeout, Duration::from_secs(10));
+    assert_eq!(route.verify.header, "x-webhook-signature");
+    assert_eq!(secrets_of(route), [b"whsec_a".as_slice()]);
+}
+
+#[test]
+fn shipped_default_file_loads_without_environment() {
+    let text = include_str!("../../config/hookgate.yaml");
+    let config = parse(text, "config/hookgate.yaml", &no_env)
+        .unwrap_or_else(|err| panic!("config/hookgate.yaml: {err}"));
+    assert_eq!(config.listen, defaults::LISTEN);
+    assert_eq!(config.admin_listen, defaults::ADMIN_LISTEN);
+    assert_eq!(config.threads.get(), defaults::THREADS);
+    assert_eq!(config.upstream_timeout, defaults::UPSTREAM_TIMEOUT);
+    let names: Vec<_> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["dossiers", "messages"]);
+
+    let dossiers = &config.routes[0];
+    assert_eq!(
+        dossiers.path,
+        PathPattern::Exact("/webhooks/dossiers".into())
+    );
+    assert_eq!(
+        dossiers.upstream.addr,
+        SocketAddr::from(([127, 0, 0, 1], 3000))
+    );
+    assert_eq!(
+        secrets_of(dossiers),
+        [b"whsec_dev_only_change_me".as_slice()]
+    );
+
+    let messages = &config.routes[1];
+    assert_eq!(
+        messages.path,
+        PathPattern::Prefix("/webhooks/messages/".into())
+    );
+    assert_eq!(
+        messages.upstream.addr,
+        SocketAddr::from(([127, 0, 0, 1], 3000))
+    );
+    assert_eq!(messages.max_body_bytes, defaults::MAX_BODY_BYTES);
+    assert_eq!(messages.body_timeout, defaults::BODY_TIMEOUT);
+    assert_eq!(messages.verify.header, "x-webhook-signature");
+}
+
+#[test]
+fn shipped_default_file_takes_secrets_from_environment() {
+    let env = |name: &str| (name == "DOSSIER_SECRET").then(|| "whsec_prod".to_string());
+    let text = include_str!("../../config/hookgate.yaml");
+    let config = parse(text, "config/hookgate.yaml", &env).unwrap();
+    assert_eq!(secrets_of(&config.routes[0]), [b"whsec_prod".as_slice()]);
+}
+
+#[test]
+fn load_reads_the_file_and_names_it_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, one_route(&[])).unwrap();
+    assert_eq!(load(&good).unwrap().routes[0].name, "dossiers");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, one_route(&["    verfy: {}"])).unwrap();
+    let err = load(&bad).unwrap_err();
+    assert_eq!(err.file, bad.display().to_string());
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:5:5: routes[0].verfy: ", bad.display())),
+        "{err}"
+    );
+
+    let missing = dir.path().join("missing.yaml");
+    let err = load(&missing).unwrap_err();
+    assert_eq!((err.line, err.key.as_deref()), (None, None));
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}: cannot read the config file: ",
+            missing.display()
+        )),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error classes: each names the file, the line of the offending key or item, and the key.
+
+#[test]
+fn unknown_keys_name_their_line() {
+    assert_error(
+        &one_route(&["    verfy: {}"]),
+        5,
+        "routes[0].verfy",
+        "unknown field `verfy`, expected one of",
+    );
+    let mut text = String::from("listen: 127.0.0.1:8080\nlisen: 127.0.0.1:8081\n");
+    text.push_str(&one_route(&[]));
+    assert_error(&text, 2, "lisen", "unknown field `lisen`");
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+        "      secrets: [whsec_a]",
+        "      algorithm: sha1",
+    ]);
+    assert_error(
+        &text,
+        7,
+        "routes[0].verify.algorithm",
+        "unknown field `algorithm`",
+    );
+}
+
+#[test]
+fn duplicate_keys_name_the_repeated_key() {
+    assert_error(
+        &one_route(&["    path: /other"]),
+        5,
+        "routes[0].path",
+        "duplicate key `path`",
+    );
+}
+
+#[test]
+fn missing_required_keys_name_the_item() {
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    verify:",
+        "      secrets: [whsec_a]",
+    ]);
+    assert_error(&text, 2, "routes[0].upstream", "missing field `upstream`");
+    let err = parse_err("threads: 2\n");
+    assert_eq!(err.key.as_deref(), Some("routes"));
+    assert!(err.message.contains("missing field `routes`"), "{err}");
+}
+
+#[test]
+fn bad_listen_addresses() {
+    let text = format!("listen: localhost:8080\n{}", one_route(&[]));
+    assert_error(
+        &text,
+        1,
+        "listen",
+        "`localhost:8080` is not an `ip:port` socket address",
+    );
+    let text = format!("threads: 1\nadmin_listen: 9090\n{}", one_route(&[]));
+    assert_error(
+        &text,
+        2,
+        "admin_listen",
+        "`9090` is not an `ip:port` socket address",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    let text = format!("upstream_timeout: 30\n{}", one_route(&[]));
+    assert_error(&text, 1, "upstream_timeout", "`30` is not a duration");
+    let text = format!("body_timeout: 0s\n{}", one_route(&[]));
+    assert_error(&text, 1, "body_timeout", "must be greater than 0");
+    assert_error(
+        &one_route(&["    body_timeout: 5 parsecs"]),
+        5,
+        "routes[0].body_timeout",
+        "is not a duration",
+    );
+}
+
+#[test]
+fn bad_counts() {
+    let text = format!("threads: 0\n{}", one_route(&[]));
+    assert_error(&text, 1, "threads", "must be at least 1");
+    let text = format!("max_body_bytes: -1\n{}", one_route(&[]));
+    assert_error(&text, 1, "max_body_bytes", "must be at least 1");
+    assert_error(
+        &one_route(&["    max_body_bytes: 0"]),
+        5,
+        "routes[0].max_body_bytes",
+        "must be at least 1",
+    );
+    assert_error(
+        &one_route(&["    max_body_bytes: 1.5"]),
+        5,
+        "routes[0].max_body_bytes",
+        "not a whole number",
+    );
+    assert_error(
+        &one_route(&["    max_body_bytes: 1MB"]),
+        5,
+        "routes[0].max_body_bytes",
+        "`1MB` is not a whole number",
+    );
+}
+
+/// Two routes; the second one's `name` is on line 6 and its `path` on line 7.
+fn two_routes(first: (&str, &str), second: (&str, &str)) -> String {
+    let first_name = format!("  - name: {}", first.0);
+    let first_path = format!("    path: {}", first.1);
+    let second_name = format!("  - name: {}", second.0);
+    let second_path = format!("    path: {}", second.1);
+    yaml(&[
+        "routes:",
+        &first_name,
+        &first_path,
+        "    upstream: http://127.0.0.1:3000",
+        "    verify: { secrets: [whsec_a] }",
+        &second_name,
+        &second_path,
+        "    upstream: http://127.0.0.1:3001",
+        "    verify: { secrets: [whsec_b] }",
+    ])
+}
+
+#[test]
+fn duplicate_route_names() {
+    assert_error(
+        &two_routes(("dossiers", "/a"), ("dossiers", "/b")),
+        6,
+        "routes[1].name",
+        "duplicate route name `dossiers` (already used by routes[0])",
+    );
+}
+
+#[test]
+fn overlapping_paths() {
+    assert_error(
+        &two_routes(("a", "/hooks/*"), ("b", "/hooks/x")),
+        7,
+        "routes[1].path",
+        "path `/hooks/x` overlaps path `/hooks/*` of route `a` (routes[0])",
+    );
+    assert_error(
+        &two_routes(("a", "/hooks/x"), ("b", "/hooks/x")),
+        7,
+        "routes[1].path",
+        "overlaps path `/hooks/x`",
+    );
+    assert_error(
+        &two_routes(("a", "/hooks/x/*"), ("b", "/hooks/*")),
+        7,
+        "routes[1].path",
+        "overlaps",
+    );
+    // Disjoint paths are fine, `/hooks` is not under `/hooks/*`.
+    parse_ok(&two_routes(("a", "/hooks/*"), ("b", "/hooks")));
+}
+
+#[test]
+fn invalid_route_names_and_paths() {
+    let text = one_route(&[]).replace("path: /webhooks/dossiers", "path: webhooks/dossiers");
+    assert_error(&text, 3, "routes[0].path", "must start with '/'");
+    let text = one_route(&[]).replace("path: /webhooks/dossiers", "path: /webhooks/*/x");
+    assert_error(
+        &text,
+        3,
+        "routes[0].path",
+        "'*' is only allowed as a final '/*'",
+    );
+    let text = one_route(&[]).replace("name: dossiers", "name: 'my route'");
+    assert_error(&text, 2, "routes[0].name", "may only contain");
+    let text = one_route(&[]).replace("name: dossiers", "name: ''");
+    assert_error(&text, 2, "routes[0].name", "the route name is empty");
+}
+
+#[test]
+fn routes_must_not_be_empty() {
+    assert_error(
+        "threads: 2\nroutes: []\n",
+        2,
+        "routes",
+        "at least one route is required",
+    );
+    assert_error("routes:\n", 1, "routes", "at least one route is required");
+}
+
+#[test]
+fn secret_lists_must_be_non_empty() {
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+        "      secrets: []",
+    ]);
+    assert_error(
+        &text,
+        6,
+        "routes[0].verify.secrets",
+        "at least one secret is required",
+    );
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+        "      header: X-Sig",
+    ]);
+    assert_error(
+        &text,
+        5,
+        "routes[0].verify.secrets",
+        "missing field `secrets`",
+    );
+}
+
+#[test]
+fn secrets_must_not_be_empty_strings() {
+    let text = one_route(&[]).replace("        - whsec_a", "        - whsec_a\n        - ''");
+    assert_error(
+        &text,
+        8,
+        "routes[0].verify.secrets[1]",
+        "the secret is empty",
+    );
+    let text = one_route(&[]).replace("whsec_a", "${EMPTY}");
+    assert_error(
+        &text,
+        7,
+        "routes[0].verify.secrets[0]",
+        "the secret is empty",
+    );
+}
+
+#[test]
+fn errors_never_show_a_secret() {
+    // A single string instead of a list: serde's default message would quote it.
+    let text = one_route(&[]).replace(
+        "      secrets:\n        - whsec_a",
+        "      secrets: whsec_leak",
+    );
+    let err = assert_error(
+        &text,
+        6,
+        "routes[0].verify.secrets",
+        "must be a list of secrets",
+    );
+    assert!(!err.to_string().contains("whsec_leak"), "{err}");
+    // A password in an upstream URL.
+    let text = one_route(&[]).replace(
+        "http://127.0.0.1:3000",
+        "http://user:hunter2@127.0.0.1:3000",
+    );
+    let err = assert_error(&text, 4, "routes[0].upstream", "may not contain user info");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn invalid_header_names() {
+    let text = one_route(&[]).replace("    verify:", "    verify:\n      header: X Signature");
+    assert_error(
+        &text,
+        6,
+        "routes[0].verify.header",
+        "`X Signature` is not a valid HTTP header name",
+    );
+}
+
+/// `one_route` with `upstream` (line 4) set to `url`.
+fn with_upstream(url: &str) -> String {
+    one_route(&[]).replace("http://127.0.0.1:3000", url)
+}
+
+#[test]
+fn upstreams_are_plain_http_scheme_and_authority() {
+    let key = "routes[0].upstream";
+    assert_error(
+        &with_upstream("https://127.0.0.1:3000"),
+        4,
+        key,
+        "TLS to upstreams is not supported yet",
+    );
+    assert_error(
+        &with_upstream("ftp://127.0.0.1"),
+        4,
+        key,
+        "unsupported scheme `ftp`",
+    );
+    assert_error(&with_upstream("127.0.0.1:3000"), 4, key, "has no scheme");
+    assert_error(
+        &with_upstream("http://127.0.0.1:3000/api"),
+        4,
+        key,
+        "may not have a path (`/api`)",
+    );
+    assert_error(
+        &with_upstream("http://127.0.0.1:3000/?a=1"),
+        4,
+        key,
+        "may not have a query",
+    );
+    assert_error(
+        &with_upstream("http://127.0.0.1:3000#x"),
+        4,
+        key,
+        "may not have a fragment",
+    );
+    assert_error(
+        &with_upstream("http://127.0.0.1:99999"),
+        4,
+        key,
+        "invalid port `99999`",
+    );
+    assert_error(
+        &with_upstream("http://127.0.0.1:0"),
+        4,
+        key,
+        "invalid port `0`",
+    );
+    assert_error(&with_upstream("http://"), 4, key, "");
+    assert_error(
+        &with_upstream("http://no-such-host.invalid:3000"),
+        4,
+        key,
+        "cannot resolve upstream host `no-such-host.invalid`",
+    );
+
+    let upstream = |url: &str| parse_ok(&with_upstream(url)).routes[0].upstream.clone();
+    let plain = upstream("http://127.0.0.1");
+    assert_eq!(plain.addr, SocketAddr::from(([127, 0, 0, 1], 80)));
+    assert_eq!(plain.url, "http://127.0.0.1");
+    assert_eq!(
+        upstream("HTTP://127.0.0.1:3000/").url,
+        "http://127.0.0.1:3000"
+    );
+    assert_eq!(
+        upstream("http://[::1]:3000").addr,
+        "[::1]:3000".parse().unwrap()
+    );
+    assert_eq!(upstream("http://localhost:3000").addr.port(), 3000);
+}
+
+#[test]
+fn syntax_errors_name_their_line() {
+    let text = yaml(&["threads: 2", "routes: [", "listen: x"]);
+    let err = parse_err(&text);
+    assert_eq!(err.file, ORIGIN);
+    assert!(err.line.is_some_and(|line| line >= 2), "{err}");
+    assert!(err.to_string().starts_with("test.yaml:"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `${NAME}` expansion
+
+#[test]
+fn expands_environment_variables_in_every_string_value() {
+    let text = yaml(&[
+        "listen: ${HOST}:8080",
+        "threads: ${THREADS}",
+        "max_body_bytes: ${UNSET_MAX:-4096}",
+        "body_timeout: ${UNSET_TIMEOUT:-3s}",
+        "routes:",
+        "  - name: ${UNSET_NAME:-dossiers}",
+        "    path: /webhooks/${UNSET_PATH:-dossiers}",
+        "    upstream: http://${HOST}:${PORT}",
+        "    verify:",
+        "      header: ${UNSET_HEADER:-X-Sig}",
+        "      secrets:",
+        "        - ${SECRET}",
+        "        - ${UNSET_SECRET:-whsec_fallback}",
+        "        - ${EMPTY:-whsec_fallback_for_empty}",
+        "        - whsec_$${LITERAL}",
+        "        - ${YAMLISH}",
+        "        - 'a: b # c'",
+    ]);
+    let config = parse_ok(&text);
+    assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(config.threads.get(), 8);
+    let route = &config.routes[0];
+    assert_eq!(route.name, "dossiers");
+    assert_eq!(route.path, PathPattern::Exact("/webhooks/dossiers".into()));
+    assert_eq!(
+        route.upstream.addr,
+        SocketAddr::from(([127, 0, 0, 1], 4000))
+    );
+    assert_eq!(route.upstream.url, "http://127.0.0.1:4000");
+    assert_eq!(route.max_body_bytes, 4096);
+    assert_eq!(route.body_timeout, Duration::from_secs(3));
+    assert_eq!(route.verify.header, "x-sig");
+    assert_eq!(
+        secrets_of(route),
+        [
+            b"whsec_from_env".as_slice(),
+            b"whsec_fallback",
+            b"whsec_fallback_for_empty",
+            b"whsec_${LITERAL}",
+            // YAML-looking values are taken literally, from the environment or the file.
+            b"a: b # c",
+            b"a: b # c",
+        ]
+    );
+}
+
+#[test]
+fn unset_variables_are_named() {
+    let text = one_route(&[]).replace("whsec_a", "${DOSSIER_SECRET}");
+    let err = assert_error(
+        &text,
+        7,
+        "routes[0].verify.secrets[0]",
+        "environment variable `DOSSIER_SECRET` is not set",
+    );
+    assert!(err.message.contains("${DOSSIER_SECRET:-"), "{err}");
+    assert_error(
+        &with_upstream("http://${UPSTREAM_HOST}:3000"),
+        4,
+        "routes[0].upstream",
+        "`UPSTREAM_HOST` is not set",
+    );
+    let text = format!("threads: ${{NO_THREADS}}\n{}", one_route(&[]));
+    assert_error(&text, 1, "threads", "`NO_THREADS` is not set");
+    assert_error(
+        &one_route(&[]).replace("whsec_a", "whsec_${unterminated"),
+        7,
+        "routes[0].verify.secrets[0]",
+        "unterminated `${`",
+    );
+}
+
+#[test]
+fn variables_are_looked_up_only_when_referenced() {
+    let seen = std::cell::RefCell::new(Vec::new());
+    let env = |name: &str| {
+        seen.borrow_mut().push(name.to_string());
+        test_env(name)
+    };
+    // A `${...}` in a comment or a key is not a reference.
+    let text = format!(
+        "# ${{IN_COMMENT}}\n{}",
+        one_route(&[]).replace("whsec_a", "${SECRET}")
+    );
+    parse(&text, ORIGIN, &env).unwrap();
+    assert_eq!(seen.into_inner(), ["SECRET"]);
+}

@@ -1,0 +1,267 @@
+//! The seam to the upstream: hand a verified request to the receiver app and relay its answer.
+//!
+//! Today this sends the request synchronously over a pooled HTTP/1.1 connection. It is written by
+//! hand (Pingora's connector, not its proxy loop) because Pingora replays a body read in
+//! `request_filter` only up to 64 KiB; this one path serves every size, so there is no second,
+//! rarely exercised path for large bodies. A later asynchronous mode replaces [`Forwarder::deliver`]
+//! with "enqueue, then answer 202", behind the same call.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+
+use crate::verify::Verified;
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and headers whose meaning the gateway re-establishes
+/// itself: none of them is passed on in either direction.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why a delivery failed before the upstream gave a response header.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Connecting, writing the request, or reading the response header failed.
+    #[error("upstream unreachable or broke the exchange: {0}")]
+    Unavailable(String),
+    /// No response header within `upstream_timeout`.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What happened to a delivered request.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    /// The upstream's status code, as relayed to the sender.
+    pub status: u16,
+    /// Time from starting the exchange to the upstream's response header.
+    pub upstream_time: Duration,
+    /// Whether the whole response reached the sender. When false the sender's connection was
+    /// closed mid-response; the upstream's status still decides whether the delivery counts.
+    pub relayed: bool,
+}
+
+/// One upstream of a route.
+#[derive(Debug, Clone)]
+pub struct Target {
+    peer: HttpPeer,
+}
+
+impl Target {
+    /// A plain-HTTP upstream at `addr`; `timeout` bounds connecting.
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(timeout);
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        Self { peer }
+    }
+}
+
+/// Sends verified requests upstream over pooled connections.
+pub struct Forwarder {
+    transport: TransportConnector,
+    timeout: Duration,
+}
+
+impl Forwarder {
+    /// A forwarder keeping up to `pool_size` idle upstream connections, giving each upstream
+    /// `timeout` to accept a connection and send its response header.
+    pub fn new(pool_size: usize, timeout: Duration) -> Self {
+        Self {
+            transport: TransportConnector::new(Some(ConnectorOptions::new(pool_size))),
+            timeout,
+        }
+    }
+
+    /// Delivers `verified` to `target` with the downstream request's method, path, query and
+    /// end-to-end headers, then relays the upstream's response to the sender.
+    ///
+    /// Returns `Err` only when the upstream gave no response header (the caller answers 502 or
+    /// 504); once a header arrived, the result is `Ok` even if relaying it failed.
+    pub async fn deliver(
+        &self,
+        target: &Target,
+        downstream: &mut Session,
+        verified: &Verified,
+    ) -> Result<Delivered, ForwardError> {
+        let header = upstream_request(downstream, verified.body().len());
+        let started = Instant::now();
+        let mut upstream =
+            tokio::time::timeout(self.timeout, self.exchange(target, header, verified.body()))
+                .await
+                .map_err(|_| ForwardError::Timeout(self.timeout))??;
+        let upstream_time = started.elapsed();
+        let status = upstream
+            .resp_header()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(502);
+        let relayed = self.relay(&mut upstream, downstream).await;
+        if relayed && upstream.is_body_done() {
+            upstream.respect_keepalive();
+            if let Some(stream) = upstream.reuse().await {
+                self.transport.release_stream(
+                    stream,
+                    target.peer.reuse_hash(),
+                    Some(POOL_IDLE_TIMEOUT),
+                );
+            }
+        } else {
+            downstream.set_keepalive(None);
+        }
+        Ok(Delivered {
+            status,
+            upstream_time,
+            relayed,
+        })
+    }
+
+    /// Sends the request and reads the response header. A pooled connection may have been
+    /// closed by the upstream meanwhile; such a failure is retried once on a new connection.
+    async fn exchange(
+        &self,
+        target: &Target,
+        header: RequestHeader,
+        body: &Bytes,
+    ) -> Result<HttpSession, ForwardError> {
+        if let Some(stream) = self.transport.reused_stream(&target.peer).await {
+            let mut session = HttpSession::new_with_options(stream, &target.peer);
+            if send(&mut session, header.clone(), body).await.is_ok() {
+                return Ok(session);
+            }
+        }
+        let stream = self
+            .transport
+            .new_stream(&target.peer)
+            .await
+            .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        let mut session = HttpSession::new_with_options(stream, &target.peer);
+        send(&mut session, header, body)
+            .await
+            .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        Ok(session)
+    }
+
+    /// Streams the upstream's response to the sender. Returns whether all of it got there.
+    async fn relay(&self, upstream: &mut HttpSession, downstream: &mut Session) -> bool {
+        let Some(header) = upstream.resp_header().map(response_for_sender) else {
+            return false;
+        };
+        if downstream
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        loop {
+            let chunk = match tokio::time::timeout(self.timeout, upstream.read_body_bytes()).await {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(_)) | Err(_) => return false,
+            };
+            let done = chunk.is_none();
+            if downstream.write_response_body(chunk, done).await.is_err() {
+                return false;
+            }
+            if done {
+                return true;
+            }
+        }
+    }
+}
+
+/// Writes the request header and the whole body, then reads the response header.
+async fn send(
+    session: &mut HttpSession,
+    header: RequestHeader,
+    body: &Bytes,
+) -> pingora::Result<()> {
+    session.write_request_header(Box::new(header)).await?;
+    if !body.is_empty() {
+        session.write_body(body).await?;
+    }
+    session.finish_body().await?;
+    // Skip informational responses (a 100 Continue the upstream sends unasked).
+    loop {
+        session.read_response().await?;
+        match session.resp_header().map(|h| h.status.as_u16()) {
+            Some(100..=199) => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The request as the upstream sees it: the sender's method, path, query and end-to-end
+/// headers, framed by a `Content-Length` of the verified body.
+fn upstream_request(downstream: &Session, body_len: usize) -> RequestHeader {
+    let mut header = downstream.req_header().clone();
+    header.set_version(http::Version::HTTP_11);
+    for name in connection_tokens(&header.headers) {
+        header.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        header.remove_header(name);
+    }
+    // The body is complete: the upstream has nothing to continue.
+    header.remove_header("expect");
+    let _ = header.insert_header("content-length", body_len.to_string());
+    if let Some(ip) = downstream
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let forwarded = match header
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip.to_string(),
+        };
+        let _ = header.insert_header("x-forwarded-for", forwarded);
+    }
+    header
+}
+
+/// The upstream's response header as the sender sees it: hop-by-hop headers removed.
+fn response_for_sender(upstream: &ResponseHeader) -> ResponseHeader {
+    let mut header = upstream.clone();
+    for name in connection_tokens(&upstream.headers) {
+        header.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        // Transfer-Encoding stays: it tells Pingora to re-chunk a body of unknown length.
+        if name != "transfer-encoding" {
+            header.remove_header(name);
+        }
+    }
+    header
+}
+
+/// The header names listed in `Connection` headers (RFC 9110 §7.6.1): hop-by-hop as well.
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}

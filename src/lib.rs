@@ -1,0 +1,18 @@
+//! hookgate: a webhook verification gateway on Pingora.
+//!
+//! A request's path through the gateway is in [`proxy`]; each step lives in its own module.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dedup;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod verify;

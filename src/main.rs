@@ -1,0 +1,90 @@
+//! The hookgate binary: parse the command line, then run one subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hookgate::cli::{self, Cli, Command, LogFormat};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            let config = match cli::load_config(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hookgate: {e:#}");
+                    return ExitCode::from(1);
+                }
+            };
+            tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
+            hookgate::server::run(&config)
+        }
+        Command::Check { config } => match cli::load_config(&config) {
+            Ok(c) => {
+                print!("{}", cli::summary(&c));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hookgate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Sign { secret, file } => match cli::read_body(file.as_deref()) {
+            Ok(body) => {
+                println!("{}", hookgate::verify::sign(secret.as_bytes(), &body));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hookgate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Send {
+            url,
+            secret,
+            event,
+            file,
+            delivery_id,
+        } => {
+            let result = (|| -> anyhow::Result<cli::SendResult> {
+                let body = match file {
+                    Some(f) => cli::read_body(Some(&f))?,
+                    None => event.payload().as_bytes().to_vec(),
+                };
+                let id = delivery_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(cli::send(&url, &secret, body, &id))
+            })();
+            match result {
+                Ok(r) => {
+                    println!("{}", r.status);
+                    println!("{}", String::from_utf8_lossy(&r.body));
+                    if (200..300).contains(&r.status) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hookgate: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Every Prometheus metric of hookgate, registered once in one registry.
+//!
+//! Label values are bounded by construction: `route` is a configured route name (or `none`),
+//! `outcome` is an [`Outcome`]. Handles are resolved per route at start, so recording a request
+//! costs no label hashing on the hot path.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// How the gateway disposed of a request: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Verified and handed to the upstream, which answered (any status).
+    Forwarded,
+    InvalidSignature,
+    MissingSignature,
+    BodyTooLarge,
+    /// The body did not arrive within the route's `body_timeout`.
+    BodyTimeout,
+    /// The request was malformed or the client failed while sending it.
+    BadRequest,
+    NoRoute,
+    MethodNotAllowed,
+    /// The upstream could not be reached, or reset or broke the exchange.
+    UpstreamError,
+    UpstreamTimeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Forwarded,
+        Outcome::InvalidSignature,
+        Outcome::MissingSignature,
+        Outcome::BodyTooLarge,
+        Outcome::BodyTimeout,
+        Outcome::BadRequest,
+        Outcome::NoRoute,
+        Outcome::MethodNotAllowed,
+        Outcome::UpstreamError,
+        Outcome::UpstreamTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::InvalidSignature => "invalid_signature",
+            Outcome::MissingSignature => "missing_signature",
+            Outcome::BodyTooLarge => "body_too_large",
+            Outcome::BodyTimeout => "body_timeout",
+            Outcome::BadRequest => "bad_request",
+            Outcome::NoRoute => "no_route",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// Position in [`Outcome::ALL`] (declaration order).
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The route label used for requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+/// All metrics, and the registry `/metrics` serves.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+}
+
+/// Pre-resolved handles for one route label.
+pub struct RouteMetrics {
+    outcomes: Vec<IntCounter>,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("hookgate_requests_total", "Requests by route and outcome"),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        // 100 µs .. ~52 s: covers gateway-only answers and slow upstreams.
+        let buckets = exponential_buckets(0.0001, 2.0, 20).expect("valid buckets");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hookgate_request_duration_seconds",
+                "Time from request header to the end of the answer, by route",
+            )
+            .buckets(buckets.clone()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hookgate_upstream_duration_seconds",
+                "Time from sending to the upstream until its response header, by route",
+            )
+            .buckets(buckets),
+            &["route"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("hookgate_build_info", "Build information; always 1"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+        }
+    }
+
+    /// Handles for `route` (a configured route name or [`NO_ROUTE`]). Every outcome counter
+    /// is created at zero, so dashboards see the series before the first event.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            outcomes: Outcome::ALL
+                .iter()
+                .map(|o| self.requests.with_label_values(&[route, o.as_str()]))
+                .collect(),
+            request_duration: self.request_duration.with_label_values(&[route]),
+            upstream_duration: self.upstream_duration.with_label_values(&[route]),
+        }
+    }
+
+    /// The registry, for the admin endpoint and for metrics other modules add.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut out)
+            .expect("text encoding of gathered metrics");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RouteMetrics {
+    /// Counts one finished request and its total duration.
+    pub fn record(&self, outcome: Outcome, seconds: f64) {
+        self.outcomes[outcome.index()].inc();
+        self.request_duration.observe(seconds);
+    }
+
+    /// Observes the upstream's time to respond.
+    pub fn record_upstream(&self, seconds: f64) {
+        self.upstream_duration.observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_outcomes_in_declaration_order() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+    }
+
+    #[test]
+    fn counts_appear_with_bounded_labels() {
+        let m = Metrics::new();
+        let r = m.route("dossiers");
+        r.record(Outcome::Forwarded, 0.01);
+        r.record(Outcome::Forwarded, 0.01);
+        m.route(NO_ROUTE).record(Outcome::NoRoute, 0.0);
+        let text = m.render();
+        assert!(text.contains(r#"hookgate_requests_total{outcome="forwarded",route="dossiers"} 2"#));
+        assert!(text.contains(r#"hookgate_requests_total{outcome="no_route",route="none"} 1"#));
+        assert!(text.contains(
+            r#"hookgate_requests_total{outcome="invalid_signature",route="dossiers"} 0"#
+        ));
+        assert!(text.contains("hookgate_build_info{version="));
+    }
+}

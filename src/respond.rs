@@ -1,0 +1,98 @@
+//! The answers hookgate gives itself (as opposed to relaying the upstream's): a status and a
+//! small JSON body `{"error": "<code>", "message": "<human text>"}`.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::metrics::Outcome;
+
+/// One answer of the gateway's own.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// Machine-readable code, stable across versions.
+    pub code: &'static str,
+    /// Human-readable explanation. Never contains secrets, signatures or body content.
+    pub message: String,
+    /// Extra headers, e.g. `Allow` or `Retry-After`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        serde_json::json!({ "error": self.code, "message": self.message })
+            .to_string()
+            .into()
+    }
+
+    /// The standard answer for an outcome the gateway decides itself.
+    pub fn for_outcome(outcome: Outcome, message: impl Into<String>) -> Self {
+        let (status, code) = match outcome {
+            Outcome::MissingSignature => (401, "missing_signature"),
+            Outcome::InvalidSignature => (401, "invalid_signature"),
+            Outcome::BodyTooLarge => (413, "body_too_large"),
+            Outcome::BodyTimeout => (408, "body_timeout"),
+            Outcome::BadRequest => (400, "bad_request"),
+            Outcome::NoRoute => (404, "no_route"),
+            Outcome::MethodNotAllowed => (405, "method_not_allowed"),
+            Outcome::UpstreamError => (502, "upstream_error"),
+            Outcome::UpstreamTimeout => (504, "upstream_timeout"),
+            // Forwarded requests are answered by the upstream; this is a programming error
+            // turned into a safe answer rather than a panic.
+            Outcome::Forwarded => (500, "internal_error"),
+        };
+        let answer = Self::new(status, code, message);
+        match outcome {
+            Outcome::MethodNotAllowed => answer.with_header("Allow", "POST"),
+            _ => answer,
+        }
+    }
+
+    /// Writes the whole answer to the client.
+    pub async fn send(&self, session: &mut Session) -> Result<()> {
+        let body = self.body();
+        let mut header = ResponseHeader::build(self.status, Some(4 + self.headers.len()))?;
+        header.insert_header("Content-Type", "application/json")?;
+        header.insert_header("Content-Length", body.len().to_string())?;
+        header.insert_header("Cache-Control", "no-store")?;
+        for (name, value) in &self.headers {
+            header.insert_header(*name, value.as_str())?;
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_body_and_headers() {
+        let a = Answer::for_outcome(Outcome::MethodNotAllowed, "only POST is accepted");
+        assert_eq!(a.status, 405);
+        assert_eq!(a.headers, vec![("Allow", "POST".to_string())]);
+        let v: serde_json::Value = serde_json::from_slice(&a.body()).unwrap();
+        assert_eq!(v["error"], "method_not_allowed");
+        assert_eq!(v["message"], "only POST is accepted");
+    }
+}

@@ -1,0 +1,449 @@
+//! Test harness: the real gateway binary on free ports, a recording upstream, a raw HTTP client
+//! and signing helpers. Nothing here sleeps to wait for readiness: it polls with a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const SECRET: &str = "whsec_test_current";
+pub const OLD_SECRET: &str = "whsec_test_previous";
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns true or `deadline` passes.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < end {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(pause).await; // back-off between polls, not a readiness guess
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    hookgate::verify::sign(secret.as_bytes(), body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording upstream
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the upstream answers.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// Answer with this status and body.
+    Respond(u16, &'static str),
+    /// Wait this long before answering 200.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Close,
+}
+
+/// An HTTP/1.1 server that records every request and counts every connection.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub connections: Arc<AtomicUsize>,
+    behavior: Arc<Mutex<Behavior>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        Self::start_with(Behavior::Respond(200, r#"{"ok":true}"#)).await
+    }
+
+    pub async fn start_with(behavior: Behavior) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let behavior = Arc::new(Mutex::new(behavior));
+        let (r, c, b) = (requests.clone(), connections.clone(), behavior.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_connection(stream, r.clone(), b.clone()));
+            }
+        });
+        Self {
+            addr,
+            requests,
+            connections,
+            behavior,
+            task,
+        }
+    }
+
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *self.behavior.lock().unwrap() = behavior;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    behavior: Arc<Mutex<Behavior>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(head_end) = read_until_headers(&mut stream, &mut buf).await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or_default().to_string();
+        let target = parts.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        buf.drain(..head_end + 4);
+        while buf.len() < length {
+            let mut chunk = vec![0u8; 64 * 1024];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..length).collect();
+        requests.lock().unwrap().push(Recorded {
+            method,
+            target,
+            headers,
+            body,
+        });
+        let action = behavior.lock().unwrap().clone();
+        let (status, reply) = match action {
+            Behavior::Respond(status, reply) => (status, reply),
+            Behavior::Delay(d) => {
+                tokio::time::sleep(d).await; // the upstream is slow on purpose
+                (200, "{}")
+            }
+            Behavior::Close => return,
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Upstream: recorded\r\n\r\n{reply}",
+            reply.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_until_headers(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(pos);
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway process
+
+/// A running `hookgate run` process with its own config file and ports.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the gateway with `routes_yaml` (the `routes:` list, indented by two spaces) and
+    /// `extra_yaml` top-level keys, and waits until `/readyz` answers 200.
+    pub async fn start(routes_yaml: &str, extra_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\nthreads: 2\n{extra_yaml}\nroutes:\n{routes_yaml}"
+        );
+        let path = dir.path().join("hookgate.yaml");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookgate");
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                panic!("hookgate exited early ({status}):\n{err}\nconfig:\n{yaml}");
+            }
+            if let Ok(r) = get(admin, "/readyz").await {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "hookgate did not become ready in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+        }
+        Self {
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// A one-route gateway in front of `upstream` at `/webhooks/dossiers`.
+    pub async fn single(upstream: &Upstream, route_extra: &str, extra_yaml: &str) -> Self {
+        let routes = format!(
+            "  - name: dossiers\n    path: /webhooks/dossiers\n    upstream: {}\n{route_extra}    verify:\n      secrets: [{SECRET}, {OLD_SECRET}]\n",
+            upstream.url()
+        );
+        Self::start(&routes, extra_yaml).await
+    }
+
+    /// POSTs `body` signed with `secret` to `path`.
+    pub async fn post_signed(&self, path: &str, secret: &str, body: &[u8]) -> Response {
+        let sig = sign(secret, body);
+        post(self.addr, path, &[("X-Webhook-Signature", &sig)], body)
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(get(self.admin, "/metrics").await.unwrap().body).unwrap()
+    }
+
+    /// The value of one `hookgate_requests_total` series (0 when absent).
+    pub async fn count(&self, route: &str, outcome: &str) -> u64 {
+        let text = self.metrics().await;
+        let needle = format!("hookgate_requests_total{{outcome=\"{outcome}\",route=\"{route}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(needle.as_str()))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client: full control over framing, one request per connection.
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|s| s.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends raw bytes and reads one response until the server closes or the framing ends.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
+    read_response(&mut stream).await
+}
+
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes).await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await??;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a response header",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let body = if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        while rest.len() < len {
+            let mut chunk = vec![0u8; 65536];
+            let n =
+                tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await??;
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.truncate(len);
+        rest
+    } else {
+        // Chunked or close-delimited: read to the end, then decode chunks if needed.
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
+            dechunk(&rest)
+        } else {
+            rest
+        }
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..pos]).unwrap().trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[pos + 2..pos + 2 + size]);
+        data = &data[pos + 2 + size + 2..];
+    }
+    out
+}
