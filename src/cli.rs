@@ -59,6 +59,13 @@ pub enum Command {
         #[arg(long)]
         delivery_id: Option<String>,
     },
+
+    /// Run a demo receiver app that prints each webhook it gets and answers 200: something for
+    /// the gateway to forward to when you try it out.
+    Receiver {
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

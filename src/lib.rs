@@ -12,6 +12,7 @@ pub mod forward;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod receiver;
 pub mod respond;
 pub mod route;
 pub mod server;

@@ -32,6 +32,10 @@ fn main() -> ExitCode {
             tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
             hookgate::server::run(&config)
         }
+        Command::Receiver { listen } => {
+            init_logging(LogFormat::Text);
+            hookgate::receiver::run(&listen)
+        }
         Command::Check { config } => match cli::load_config(&config) {
             Ok(c) => {
                 print!("{}", cli::summary(&c));

@@ -478,9 +478,10 @@ fn secret_lists_must_be_non_empty() {
         "    verify:",
         "      header: X-Sig",
     ]);
+    // A missing key is reported at the first line of the mapping that lacks it.
     assert_error(
         &text,
-        5,
+        6,
         "routes[0].verify.secrets",
         "missing field `secrets`",
     );

@@ -923,6 +923,25 @@ mod tests {
     }
 
     #[test]
+    fn a_redelivered_id_supersedes_its_expired_record() {
+        let (s, clock) = store(20, 1);
+        for n in 0..10 {
+            assert!(s.commit_now(key(n), claimed(s.claim_now(key(n), LEASE))));
+        }
+        clock.advance(TTL);
+        // This claim reclaims only the first few records: key 9's old one is still in the ring.
+        let token = claimed(s.claim_now(key(9), LEASE));
+        assert!(s.commit_now(key(9), token));
+        check(&s);
+        assert_eq!(s.len(), 10 - RECLAIM_PER_CLAIM + 1);
+        // Popping the superseded record must not unindex the new one.
+        assert_eq!(s.sweep(usize::MAX), 10 - RECLAIM_PER_CLAIM);
+        check(&s);
+        assert_eq!(s.len(), 1);
+        assert_eq!(peek(&s, key(9)), ClaimOutcome::Committed);
+    }
+
+    #[test]
     fn the_shard_count_follows_capacity() {
         let clock = ManualClock::new(T0);
         let n = |cap: usize| {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# hookgate's one entry point for a fresh machine (Debian with the Rust toolchain):
+#   scripts/dev.sh run    install build prerequisites, build, run the gateway on config/hookgate.yaml
+#   scripts/dev.sh test   install build prerequisites, run the whole test suite
+# Extra arguments after `run` go to `hookgate run` (e.g. --config other.yaml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build prerequisites cargo cannot fetch: cmake (pingora's zlib-ng build script).
+install_prerequisites() {
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing ${missing[*]} (apt-get)" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  run)
+    install_prerequisites
+    cargo build --release --bin hookgate
+    exec ./target/release/hookgate run --config config/hookgate.yaml "$@"
+    ;;
+  test)
+    install_prerequisites
+    cargo test "$@"
+    ;;
+  *)
+    echo "usage: scripts/dev.sh run|test" >&2
+    exit 2
+    ;;
+esac
