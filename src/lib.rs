@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod dedup;
 pub mod forward;
+pub mod framing;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

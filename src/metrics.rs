@@ -26,10 +26,22 @@ pub enum Outcome {
     /// The upstream could not be reached, or reset or broke the exchange.
     UpstreamError,
     UpstreamTimeout,
+    /// A delivery ID already committed: answered 200 without forwarding.
+    Duplicate,
+    /// A delivery ID whose first delivery is still in flight: answered 409.
+    InFlight,
+    /// The route deduplicates and the request carried no delivery ID.
+    MissingDeliveryId,
+    /// The payload's timestamp is outside the route's replay window.
+    StaleEvent,
+    /// The sender's tier limit was exceeded.
+    RateLimited,
+    /// The per-client-IP limit on unverified requests was exceeded.
+    IpLimited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::Forwarded,
         Outcome::InvalidSignature,
         Outcome::MissingSignature,
@@ -40,6 +52,12 @@ impl Outcome {
         Outcome::MethodNotAllowed,
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
+        Outcome::Duplicate,
+        Outcome::InFlight,
+        Outcome::MissingDeliveryId,
+        Outcome::StaleEvent,
+        Outcome::RateLimited,
+        Outcome::IpLimited,
     ];
 
     /// The label value.
@@ -55,6 +73,12 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::Duplicate => "duplicate",
+            Outcome::InFlight => "in_flight",
+            Outcome::MissingDeliveryId => "missing_delivery_id",
+            Outcome::StaleEvent => "stale_event",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::IpLimited => "ip_limited",
         }
     }
 

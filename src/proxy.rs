@@ -16,6 +16,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::body::{self, BodyError};
 use crate::config::Config;
 use crate::forward::{ForwardError, Forwarder, Target};
+use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
 use crate::respond::Answer;
 use crate::route::Router;
@@ -121,8 +122,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// route → method → size → body → verify → forward. Always answers and returns `Ok(true)`.
+    /// framing → route → method → size → body → verify → forward. Always answers and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Err(why) = framing::check(session.req_header(), || session.to_h1_raw()) {
+            return self.reject(session, ctx, Outcome::BadRequest, why).await;
+        }
         let Some(index) = self.router.find(session.req_header().uri.path()) else {
             return self
                 .reject(session, ctx, Outcome::NoRoute, "no route for this path")

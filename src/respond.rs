@@ -54,6 +54,12 @@ impl Answer {
             Outcome::MethodNotAllowed => (405, "method_not_allowed"),
             Outcome::UpstreamError => (502, "upstream_error"),
             Outcome::UpstreamTimeout => (504, "upstream_timeout"),
+            Outcome::Duplicate => (200, "duplicate"),
+            Outcome::InFlight => (409, "in_flight"),
+            Outcome::MissingDeliveryId => (400, "missing_delivery_id"),
+            Outcome::StaleEvent => (401, "stale_event"),
+            Outcome::RateLimited => (429, "rate_limited"),
+            Outcome::IpLimited => (429, "ip_limited"),
             // Forwarded requests are answered by the upstream; this is a programming error
             // turned into a safe answer rather than a panic.
             Outcome::Forwarded => (500, "internal_error"),
@@ -61,6 +67,8 @@ impl Answer {
         let answer = Self::new(status, code, message);
         match outcome {
             Outcome::MethodNotAllowed => answer.with_header("Allow", "POST"),
+            Outcome::Duplicate => answer.with_header("X-Hookgate-Duplicate", "true"),
+            Outcome::InFlight => answer.with_header("Retry-After", "1"),
             _ => answer,
         }
     }

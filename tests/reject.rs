@@ -143,3 +143,19 @@ async fn a_large_body_over_the_cap_is_refused_without_being_forwarded() {
     assert_eq!(resp.status, 413);
     assert_eq!(upstream.connections(), 0);
 }
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    let sig = sign(SECRET, b"{}");
+    // Content-Length together with Transfer-Encoding (pingora#945 would let TE win).
+    let req = format!(
+        "POST /webhooks/dossiers HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\nX-Webhook-Signature: {sig}\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let resp = raw(gw.addr, req.as_bytes()).await.unwrap();
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["error"], "bad_request");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(upstream.connections(), 0);
+}

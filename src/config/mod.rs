@@ -1,9 +1,20 @@
 //! Configuration: the YAML file schema, its validation, and the internal model it lowers into.
 //!
-//! `load`/`parse` read the file into the serde structs of [`file`] (whose value types validate
+//! `load`/`parse` read the file into the serde structs of `file` (whose value types validate
 //! and expand `${NAME}` as they are deserialized, so every error carries its line and key),
-//! then [`lower`] it into the [`model`] the rest of hookgate uses. `config/hookgate.yaml`
+//! then `lower` it into the [`model`] the rest of hookgate uses. `config/hookgate.yaml`
 //! documents every key.
+//!
+//! Where an error points (all positions come from serde_yaml's own marks, none from searching
+//! the text):
+//! - a bad value (address, duration, count, path, upstream, header name, secret, unset
+//!   `${NAME}`), a duplicate route name or an overlapping path: the value itself, because it is
+//!   checked inside its visitor while serde_yaml still holds its position (`value`);
+//! - an unknown key: the key (serde's field identifier is deserialized at the key); a repeated
+//!   key: the repeated key (`scan`);
+//! - an empty `routes` or `secrets` list: the list;
+//! - a missing key: the first line of the mapping that lacks it;
+//! - a YAML syntax error: where libyaml detected it.
 
 mod context;
 mod env;

@@ -526,6 +526,9 @@ fn errors_never_show_a_secret() {
     );
     let err = assert_error(&text, 4, "routes[0].upstream", "may not contain user info");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = parse_err(&with_upstream("user:hunter2@127.0.0.1:3000"));
+    assert!(err.message.contains("may not contain user info"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[test]

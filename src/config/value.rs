@@ -230,16 +230,20 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
 /// Parses and resolves `http://host[:port][/]` (port 80 by default).
 fn parse_upstream(text: &str) -> Result<Upstream, String> {
     const EXPECTED: &str = "expected `http://host:port`";
-    // Checked before parsing: the URL may carry a password, which must not be echoed.
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| format!("`{text}` has no scheme; {EXPECTED}"))?;
-    let authority_part = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Checked first: user info may hold a password, which no message may echo.
+    let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority_part = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
     if authority_part.contains('@') {
         return Err(format!(
             "the upstream URL may not contain user info (`user@`); {EXPECTED}"
         ));
     }
+    let (scheme, _) = text
+        .split_once("://")
+        .ok_or_else(|| format!("`{text}` has no scheme; {EXPECTED}"))?;
     if scheme.eq_ignore_ascii_case("https") {
         return Err(format!(
             "`{text}`: TLS to upstreams is not supported yet; use a plain `http://` upstream \
@@ -321,15 +325,10 @@ impl<'de> Deserialize<'de> for HeaderName {
     }
 }
 
-/// A non-empty list of non-empty secrets. No error message ever contains a secret's value.
-#[derive(Clone, PartialEq, Eq)]
+/// A non-empty list of non-empty secrets. No error message ever contains a secret's value
+/// (and `Secret`'s `Debug` is redacted).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Secrets(pub Vec<Secret>);
-
-impl fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Secrets").field(&self.0).finish()
-    }
-}
 
 impl<'de> Deserialize<'de> for Secrets {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
