@@ -21,19 +21,26 @@ use hookgate::ratelimit::{gcra, KeyHasher, KeyValue, LimitKeyHash, MemoryLimiter
 const FREE: NonZeroU32 = NonZeroU32::new(60).unwrap();
 const KEYS: usize = 100_000;
 
-/// A clock that moves one second per reading: every decision finds a refilled bucket, so each
-/// one is allowed and writes its key (the costlier path), without the clock's own cost mattering.
-struct TickClock(AtomicU64);
+/// A clock that moves `step` per reading. At one second, every decision finds a refilled bucket,
+/// so each one is allowed and writes its key (the costlier path).
+struct TickClock {
+    nanos: AtomicU64,
+    step: AtomicU64,
+}
 
 impl TickClock {
     fn new() -> Arc<Self> {
-        Arc::new(Self(AtomicU64::new(1_700_000_000_000_000_000)))
+        Arc::new(Self {
+            nanos: AtomicU64::new(1_700_000_000_000_000_000),
+            step: AtomicU64::new(1_000_000_000),
+        })
     }
 }
 
 impl Clock for TickClock {
     fn now(&self) -> Duration {
-        Duration::from_nanos(self.0.fetch_add(1_000_000_000, Ordering::Relaxed))
+        let step = self.step.load(Ordering::Relaxed);
+        Duration::from_nanos(self.nanos.fetch_add(step, Ordering::Relaxed))
     }
 }
 
@@ -44,11 +51,16 @@ fn keys(n: usize) -> Vec<LimitKeyHash> {
         .collect()
 }
 
+/// A limiter holding `keys`, all filled at one instant (a moving clock would let a growing
+/// shard reclaim the earlier ones).
 fn limiter_with(keys: &[LimitKeyHash]) -> MemoryLimiter {
-    let limiter = MemoryLimiter::new(TickClock::new());
+    let clock = TickClock::new();
+    let limiter = MemoryLimiter::new(clock.clone());
+    clock.step.store(0, Ordering::Relaxed);
     for key in keys {
         limiter.decide(key, FREE);
     }
+    clock.step.store(1_000_000_000, Ordering::Relaxed);
     limiter
 }
 
