@@ -37,14 +37,22 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Print the X-Webhook-Signature value of a body (read from stdin without --file).
+    /// Sign a body (read from stdin without --file). Without --scheme, print the
+    /// X-Webhook-Signature value; with --scheme, print every header that scheme's sender sets,
+    /// one `name: value` per line.
     Sign {
         #[arg(long)]
         secret: String,
         #[arg(long)]
         file: Option<PathBuf>,
+        /// The delivery ID for schemes that send one; a fresh UUID by default.
+        #[arg(long)]
+        delivery_id: Option<String>,
+        #[command(flatten)]
+        scheme: SchemeArgs,
     },
-    /// Sign and POST a sample event (or a file) to a URL, then print the answer.
+    /// Sign and POST a sample event (or a file) to a URL the way the chosen scheme's sender
+    /// does (all its headers), then print the answer.
     Send {
         #[arg(long)]
         url: String,
@@ -55,9 +63,12 @@ pub enum Command {
         event: SampleEvent,
         #[arg(long)]
         file: Option<PathBuf>,
-        /// The X-Webhook-Delivery-Id to send; a fresh UUID by default.
+        /// The delivery ID to send (X-Webhook-Delivery-Id, webhook-id, X-GitHub-Delivery, ...);
+        /// a fresh UUID by default.
         #[arg(long)]
         delivery_id: Option<String>,
+        #[command(flatten)]
+        scheme: SchemeArgs,
     },
 
     /// Run a demo receiver app that prints each webhook it gets and answers 200: something for
@@ -142,18 +153,204 @@ pub fn read_body(file: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// How `sign` and `send` sign: a scheme and, for the generic `hmac` scheme, its settings (the
+/// same as the `verify:` keys of the config file).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SchemeArgs {
+    /// The signature scheme (default: the spec's hmac-sha256).
+    #[arg(long, value_enum)]
+    pub scheme: Option<SchemeArg>,
+    /// The Unix timestamp (seconds) to sign, for schemes that sign one; now by default.
+    #[arg(long)]
+    pub timestamp: Option<u64>,
+    /// The signature header (hmac-sha256: default X-Webhook-Signature; hmac: required).
+    #[arg(long)]
+    pub header: Option<String>,
+    /// hmac: the hash function.
+    #[arg(long, value_enum)]
+    pub algorithm: Option<AlgorithmArg>,
+    /// hmac: how the MAC is written.
+    #[arg(long, value_enum)]
+    pub encoding: Option<EncodingArg>,
+    /// hmac: text before the MAC in the header value (e.g. `sha256=`).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// hmac: what is signed, e.g. `{timestamp}.{body}` (default `{body}`).
+    #[arg(long)]
+    pub signed_content: Option<String>,
+    /// hmac: the header carrying the signed timestamp.
+    #[arg(long)]
+    pub timestamp_header: Option<String>,
+    /// An extra request header `Name: value` (repeatable); `{header:Name}` in
+    /// --signed-content reads these.
+    #[arg(short = 'H', long = "add-header")]
+    pub add_header: Vec<String>,
+}
+
+/// `--scheme`: the config file's scheme names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemeArg {
+    #[value(name = "hmac-sha256")]
+    HmacSha256,
+    #[value(name = "standard-webhooks")]
+    StandardWebhooks,
+    #[value(name = "github")]
+    GitHub,
+    #[value(name = "stripe")]
+    Stripe,
+    #[value(name = "shopify")]
+    Shopify,
+    #[value(name = "slack")]
+    Slack,
+    #[value(name = "hmac")]
+    Hmac,
+}
+
+/// `--algorithm` (SHA-1 is not offered: hookgate ships none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AlgorithmArg {
+    Sha256,
+    Sha512,
+}
+
+/// `--encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncodingArg {
+    Hex,
+    Base64,
+}
+
+impl SchemeArgs {
+    /// The `VerifyConfig` these arguments describe, with `secret` as its one secret.
+    pub fn verify_config(&self, secret: &str) -> anyhow::Result<config::VerifyConfig> {
+        use config::model::{HmacAlgorithm, HmacScheme, Scheme, SignatureEncoding, SignedContent};
+        let scheme_arg = self.scheme.unwrap_or(SchemeArg::HmacSha256);
+        let is_hmac = scheme_arg == SchemeArg::Hmac;
+        let hmac_only = [
+            ("--algorithm", self.algorithm.is_some()),
+            ("--encoding", self.encoding.is_some()),
+            ("--prefix", self.prefix.is_some()),
+            ("--signed-content", self.signed_content.is_some()),
+            ("--timestamp-header", self.timestamp_header.is_some()),
+        ];
+        if let (false, Some((flag, _))) = (is_hmac, hmac_only.iter().find(|(_, set)| *set)) {
+            bail!("{flag} is an option of --scheme hmac only");
+        }
+        let header_name = |name: &str| {
+            http::HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("`{name}` is not a valid header name"))
+        };
+        let scheme = match scheme_arg {
+            SchemeArg::HmacSha256 => Scheme::HmacSha256,
+            SchemeArg::StandardWebhooks => Scheme::StandardWebhooks,
+            SchemeArg::GitHub => Scheme::GitHub,
+            SchemeArg::Stripe => Scheme::Stripe,
+            SchemeArg::Shopify => Scheme::Shopify,
+            SchemeArg::Slack => Scheme::Slack,
+            SchemeArg::Hmac => {
+                let signed_content = match &self.signed_content {
+                    Some(template) => SignedContent::parse(template).map_err(anyhow::Error::msg)?,
+                    None => SignedContent::body_only(),
+                };
+                let timestamp_header = self
+                    .timestamp_header
+                    .as_deref()
+                    .map(header_name)
+                    .transpose()?;
+                if signed_content.uses_timestamp() != timestamp_header.is_some() {
+                    bail!("--signed-content has `{{timestamp}}` exactly when --timestamp-header is given");
+                }
+                Scheme::Hmac(HmacScheme {
+                    algorithm: match self.algorithm {
+                        Some(AlgorithmArg::Sha512) => HmacAlgorithm::Sha512,
+                        _ => HmacAlgorithm::Sha256,
+                    },
+                    encoding: match self.encoding {
+                        Some(EncodingArg::Base64) => SignatureEncoding::Base64,
+                        _ => SignatureEncoding::Hex,
+                    },
+                    prefix: self.prefix.clone().unwrap_or_default(),
+                    signed_content,
+                    timestamp_header,
+                })
+            }
+        };
+        let header = match (scheme.fixed_header(), &self.header) {
+            (Some(_), Some(_)) => bail!("--header applies to --scheme hmac-sha256 and hmac only"),
+            (Some(fixed), None) => fixed,
+            (None, Some(name)) => header_name(name)?,
+            (None, None) if is_hmac => bail!("--scheme hmac needs --header"),
+            (None, None) => http::HeaderName::from_static("x-webhook-signature"),
+        };
+        let tolerance = scheme
+            .signs_timestamp()
+            .then_some(config::defaults::VERIFY_TOLERANCE);
+        Ok(config::VerifyConfig {
+            scheme,
+            header,
+            secrets: vec![config::Secret::new(secret)],
+            tolerance,
+        })
+    }
+
+    /// The `-H` headers.
+    pub fn extra_headers(&self) -> anyhow::Result<http::HeaderMap> {
+        let mut headers = http::HeaderMap::new();
+        for line in &self.add_header {
+            let (name, value) = line
+                .split_once(':')
+                .with_context(|| format!("-H `{line}`: expected `Name: value`"))?;
+            headers.append(
+                http::HeaderName::from_bytes(name.trim().as_bytes())
+                    .with_context(|| format!("-H `{line}`: invalid header name"))?,
+                http::HeaderValue::from_str(value.trim())
+                    .with_context(|| format!("-H `{line}`: invalid header value"))?,
+            );
+        }
+        Ok(headers)
+    }
+
+    /// Every header to send with `body`: the scheme's (signature, timestamp, delivery ID), then
+    /// the `-H` ones. The timestamp is `--timestamp` or now.
+    pub fn signed_headers(
+        &self,
+        secret: &str,
+        body: &[u8],
+        delivery_id: &str,
+    ) -> anyhow::Result<Vec<(http::HeaderName, String)>> {
+        let config = self.verify_config(secret)?;
+        let extra = self.extra_headers()?;
+        let timestamp = self.timestamp.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+        let delivery = crate::verify::Delivery {
+            body,
+            timestamp,
+            id: delivery_id,
+            headers: &extra,
+        };
+        let mut headers = crate::verify::signed_headers(&config, &config.secrets[0], &delivery)?;
+        for (name, value) in &extra {
+            let value = value.to_str().context("-H values must be visible ASCII")?;
+            headers.push((name.clone(), value.to_string()));
+        }
+        Ok(headers)
+    }
+}
+
 /// The outcome of `send`.
 pub struct SendResult {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
-/// Signs `body` with `secret` and POSTs it to `url` (http only) with a delivery ID.
+/// POSTs `body` to `url` (http only) with `headers` (from [`SchemeArgs::signed_headers`]).
 pub async fn send(
     url: &str,
-    secret: &str,
+    headers: &[(http::HeaderName, String)],
     body: Vec<u8>,
-    delivery_id: &str,
 ) -> anyhow::Result<SendResult> {
     use pingora::connectors::http::v1::Connector;
     use pingora::http::RequestHeader;
@@ -177,17 +374,20 @@ pub async fn send(
 
     let mut req = RequestHeader::build("POST", path.as_bytes(), None)?;
     req.insert_header("Host", authority.as_str())?;
-    req.insert_header("Content-Type", "application/json")?;
+    if !headers
+        .iter()
+        .any(|(name, _)| name == http::header::CONTENT_TYPE)
+    {
+        req.insert_header("Content-Type", "application/json")?;
+    }
     req.insert_header("Content-Length", body.len().to_string())?;
     req.insert_header(
         "User-Agent",
         concat!("hookgate-send/", env!("CARGO_PKG_VERSION")),
     )?;
-    req.insert_header(
-        "X-Webhook-Signature",
-        crate::verify::sign(secret.as_bytes(), &body),
-    )?;
-    req.insert_header("X-Webhook-Delivery-Id", delivery_id)?;
+    for (name, value) in headers {
+        req.append_header(name.clone(), value.as_str())?;
+    }
 
     let connector = Connector::new(None);
     let (mut session, _) = connector.get_http_session(&peer).await?;

@@ -46,22 +46,44 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Sign { secret, file } => match cli::read_body(file.as_deref()) {
-            Ok(body) => {
-                println!("{}", hookgate::verify::sign(secret.as_bytes(), &body));
-                ExitCode::SUCCESS
+        Command::Sign {
+            secret,
+            file,
+            delivery_id,
+            scheme,
+        } => {
+            let result = (|| -> anyhow::Result<String> {
+                let body = cli::read_body(file.as_deref())?;
+                let id = delivery_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let headers = scheme.signed_headers(&secret, &body, &id)?;
+                if scheme.scheme.is_none() {
+                    // The spec's scheme, as before: the signature value alone.
+                    return Ok(headers[0].1.clone());
+                }
+                let lines: Vec<String> = headers
+                    .iter()
+                    .map(|(name, value)| format!("{name}: {value}"))
+                    .collect();
+                Ok(lines.join("\n"))
+            })();
+            match result {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hookgate: {e:#}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("hookgate: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Send {
             url,
             secret,
             event,
             file,
             delivery_id,
+            scheme,
         } => {
             let result = (|| -> anyhow::Result<cli::SendResult> {
                 let body = match file {
@@ -69,10 +91,11 @@ fn main() -> ExitCode {
                     None => event.payload().as_bytes().to_vec(),
                 };
                 let id = delivery_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let headers = scheme.signed_headers(&secret, &body, &id)?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(cli::send(&url, &secret, body, &id))
+                rt.block_on(cli::send(&url, &headers, body))
             })();
             match result {
                 Ok(r) => {

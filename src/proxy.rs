@@ -20,7 +20,7 @@ use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
 use crate::respond::Answer;
 use crate::route::Router;
-use crate::verify::{HmacSha256Verifier, Verifier};
+use crate::verify::{self, Verifier};
 
 /// Per-process upstream connection pool size.
 const UPSTREAM_POOL_SIZE: usize = 256;
@@ -61,10 +61,7 @@ impl Gateway {
                 name: r.name.clone(),
                 max_body_bytes: r.max_body_bytes,
                 body_timeout: r.body_timeout,
-                verifier: Box::new(HmacSha256Verifier::new(
-                    r.verify.header.clone(),
-                    &r.verify.secrets,
-                )),
+                verifier: verify::build(&r.verify, crate::clock::system()),
                 target: Target::new(r.upstream.addr, config.upstream_timeout),
                 metrics: metrics.route(&r.name),
             })
@@ -193,6 +190,8 @@ impl ProxyHttp for Gateway {
             Err(e) => {
                 let outcome = if e.is_missing() {
                     Outcome::MissingSignature
+                } else if e.is_stale() {
+                    Outcome::StaleEvent
                 } else {
                     Outcome::InvalidSignature
                 };

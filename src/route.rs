@@ -25,7 +25,9 @@ impl Router {
             }
         }
         // Longest prefix first, in case overlapping prefixes are ever allowed.
-        router.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router
+            .prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         router
     }
 

@@ -31,16 +31,14 @@ async fn metrics_health_and_readiness() {
         401
     );
 
-    let text = gw.metrics().await;
-    for line in [
+    let lines = [
         r#"hookgate_requests_total{outcome="forwarded",route="dossiers"} 3"#,
         r#"hookgate_requests_total{outcome="invalid_signature",route="dossiers"} 1"#,
         r#"hookgate_requests_total{outcome="missing_signature",route="dossiers"} 1"#,
         r#"hookgate_request_duration_seconds_count{route="dossiers"} 5"#,
         r#"hookgate_upstream_duration_seconds_count{route="dossiers"} 3"#,
-    ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
-    }
+    ];
+    let text = gw.wait_for_metrics(&lines).await;
     assert!(text.contains("hookgate_build_info{version=\""));
     assert!(
         !text.contains(SECRET) && !text.contains("whsec_"),

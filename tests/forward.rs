@@ -182,9 +182,9 @@ async fn upstream_errors_are_relayed_and_failures_become_502_or_504() {
     assert_eq!(resp.status, 504);
     assert_eq!(resp.json()["error"], "upstream_timeout");
 
-    assert_eq!(gw.count("dossiers", "forwarded").await, 1);
-    assert_eq!(gw.count("dossiers", "upstream_error").await, 1);
-    assert_eq!(gw.count("dossiers", "upstream_timeout").await, 1);
+    gw.wait_count("dossiers", "forwarded", 1).await;
+    gw.wait_count("dossiers", "upstream_error", 1).await;
+    gw.wait_count("dossiers", "upstream_timeout", 1).await;
 }
 
 #[tokio::test]

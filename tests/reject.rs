@@ -18,7 +18,9 @@ async fn bad_signatures_get_401_and_never_reach_the_upstream() {
     let wrong_secret = sign("whsec_wrong", BODY);
     let too_long = "A".repeat(8000);
 
-    let cases: Vec<(Vec<(&str, &str)>, &[u8], &str)> = vec![
+    /// Signature headers sent, body, expected `error` code.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a [u8], &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], BODY, "missing_signature"),
         (vec![("X-Webhook-Signature", "")], BODY, "missing_signature"),
         (
@@ -72,9 +74,9 @@ async fn bad_signatures_get_401_and_never_reach_the_upstream() {
         0,
         "a rejected request reached the upstream"
     );
-    assert_eq!(gw.count("dossiers", "missing_signature").await, 2);
-    assert_eq!(gw.count("dossiers", "invalid_signature").await, 6);
-    assert_eq!(gw.count("dossiers", "forwarded").await, 0);
+    gw.wait_count("dossiers", "missing_signature", 2).await;
+    gw.wait_count("dossiers", "invalid_signature", 6).await;
+    gw.wait_count("dossiers", "forwarded", 0).await;
 }
 
 #[tokio::test]
@@ -130,8 +132,8 @@ async fn unknown_paths_wrong_methods_and_oversized_bodies_are_refused() {
         !text.contains("/webhooks/unknown"),
         "a request path leaked into a metric label"
     );
-    assert_eq!(gw.count("dossiers", "method_not_allowed").await, 1);
-    assert_eq!(gw.count("dossiers", "body_too_large").await, 2);
+    gw.wait_count("dossiers", "method_not_allowed", 1).await;
+    gw.wait_count("dossiers", "body_too_large", 2).await;
 }
 
 #[tokio::test]

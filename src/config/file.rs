@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::context::{self, SeenRoute};
+use super::value::{Algorithm, Encoding, SchemeName, SecretsSeed, SignaturePrefix, Template};
 use super::value::{
     ByteLimit, HeaderName, ListenAddr, RouteName, RoutePath, Secrets, Threads, Timeout, UpstreamUrl,
 };
@@ -36,6 +37,9 @@ pub mod defaults {
     pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
     /// `verify.header`.
     pub const VERIFY_HEADER: &str = "X-Webhook-Signature";
+    /// `verify.tolerance`, for every scheme that signs a timestamp (Standard Webhooks, Stripe
+    /// and Slack all use 5 minutes).
+    pub const VERIFY_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 }
 
 /// The whole file.
@@ -78,12 +82,203 @@ pub(crate) struct Route {
 }
 
 /// A route's `verify` mapping.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Read by hand rather than derived, for two reasons. A Standard Webhooks secret must be base64,
+/// and it is checked inside its own visitor (so the error names its line) whenever `scheme` came
+/// before `secrets`, as in every example. And some keys depend on others (`header` only for
+/// `hmac-sha256` and `hmac`, the `hmac` options only for `hmac`, `tolerance` only for schemes
+/// that sign a timestamp): those errors are raised once the whole mapping is read, so they
+/// point at the mapping's first line. Unknown, repeated and missing keys behave as in the
+/// derived structs.
+#[derive(Debug)]
 pub(crate) struct Verify {
-    #[serde(default = "default_verify_header")]
-    pub header: HeaderName,
+    /// Default `hmac-sha256`.
+    pub scheme: SchemeName,
+    /// The signature header: defaulted for `hmac-sha256`, required for `hmac`, `None` for the
+    /// provider schemes (which always use their own).
+    pub header: Option<HeaderName>,
     pub secrets: Secrets,
+    /// `None`: the default, for schemes that sign a timestamp.
+    pub tolerance: Option<Timeout>,
+    /// The `hmac` scheme's options; `None` elsewhere or when left out (defaults apply).
+    pub algorithm: Option<Algorithm>,
+    pub encoding: Option<Encoding>,
+    pub prefix: Option<SignaturePrefix>,
+    pub signed_content: Option<Template>,
+    pub timestamp_header: Option<HeaderName>,
+}
+
+/// The keys of a `verify` mapping.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum VerifyKey {
+    Scheme,
+    Header,
+    Secrets,
+    Tolerance,
+    Algorithm,
+    Encoding,
+    Prefix,
+    SignedContent,
+    TimestampHeader,
+}
+
+const VERIFY_KEYS: &[&str] = &[
+    "scheme",
+    "header",
+    "secrets",
+    "tolerance",
+    "algorithm",
+    "encoding",
+    "prefix",
+    "signed_content",
+    "timestamp_header",
+];
+
+impl<'de> Deserialize<'de> for Verify {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("Verify", VERIFY_KEYS, VerifyVisitor)
+    }
+}
+
+struct VerifyVisitor;
+
+impl<'de> Visitor<'de> for VerifyVisitor {
+    type Value = Verify;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `verify` mapping with `secrets`")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Verify, A::Error> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            key: &'static str,
+            value: T,
+        ) -> Result<(), E> {
+            if slot.is_some() {
+                return Err(E::duplicate_field(key));
+            }
+            *slot = Some(value);
+            Ok(())
+        }
+        let mut scheme: Option<SchemeName> = None;
+        let mut header = None;
+        let mut secrets = None;
+        // Whether the secrets were read after `scheme`, hence already checked against it.
+        let mut secrets_checked = false;
+        let mut tolerance = None;
+        let mut algorithm = None;
+        let mut encoding = None;
+        let mut prefix = None;
+        let mut signed_content = None;
+        let mut timestamp_header = None;
+        while let Some(key) = map.next_key::<VerifyKey>()? {
+            match key {
+                VerifyKey::Scheme => once(&mut scheme, "scheme", map.next_value()?)?,
+                VerifyKey::Header => once(&mut header, "header", map.next_value()?)?,
+                VerifyKey::Secrets => {
+                    let check = scheme.and_then(SchemeName::secret_check);
+                    secrets_checked = scheme.is_some();
+                    once(
+                        &mut secrets,
+                        "secrets",
+                        map.next_value_seed(SecretsSeed(check))?,
+                    )?
+                }
+                VerifyKey::Tolerance => once(&mut tolerance, "tolerance", map.next_value()?)?,
+                VerifyKey::Algorithm => once(&mut algorithm, "algorithm", map.next_value()?)?,
+                VerifyKey::Encoding => once(&mut encoding, "encoding", map.next_value()?)?,
+                VerifyKey::Prefix => once(&mut prefix, "prefix", map.next_value()?)?,
+                VerifyKey::SignedContent => {
+                    once(&mut signed_content, "signed_content", map.next_value()?)?
+                }
+                VerifyKey::TimestampHeader => {
+                    once(&mut timestamp_header, "timestamp_header", map.next_value()?)?
+                }
+            }
+        }
+        let scheme = scheme.unwrap_or(SchemeName::HmacSha256);
+        let secrets: Secrets = secrets.ok_or_else(|| de::Error::missing_field("secrets"))?;
+        if let (false, Some(check)) = (secrets_checked, scheme.secret_check()) {
+            for (index, secret) in secrets.0.iter().enumerate() {
+                let text = std::str::from_utf8(secret.key_bytes()).unwrap_or_default();
+                check(text).map_err(|e| de::Error::custom(format!("secrets[{index}]: {e}")))?;
+            }
+        }
+        let name = scheme.as_str();
+        let is_hmac = scheme == SchemeName::Hmac;
+        let hmac_options = [
+            ("algorithm", algorithm.is_some()),
+            ("encoding", encoding.is_some()),
+            ("prefix", prefix.is_some()),
+            ("signed_content", signed_content.is_some()),
+            ("timestamp_header", timestamp_header.is_some()),
+        ];
+        if let (false, Some((key, _))) = (is_hmac, hmac_options.iter().find(|(_, set)| *set)) {
+            return Err(de::Error::custom(format!(
+                "`{key}` is an option of scheme `hmac` only; scheme `{name}` defines its own"
+            )));
+        }
+        let header = match (scheme, header) {
+            (SchemeName::HmacSha256, header) => Some(header.unwrap_or_else(default_verify_header)),
+            (SchemeName::Hmac, None) => {
+                return Err(de::Error::custom(
+                    "scheme `hmac` needs `header`: the header that carries the signature",
+                ))
+            }
+            (SchemeName::Hmac, header) => header,
+            (_, Some(_)) => {
+                return Err(de::Error::custom(format!(
+                    "`header` cannot be set for scheme `{name}`, which always uses the \
+                     provider's own headers"
+                )))
+            }
+            (_, None) => None,
+        };
+        if is_hmac {
+            let uses_timestamp = signed_content
+                .as_ref()
+                .is_some_and(|t: &Template| t.0.uses_timestamp());
+            match (uses_timestamp, timestamp_header.is_some()) {
+                (true, false) => {
+                    return Err(de::Error::custom(
+                        "`signed_content` uses `{timestamp}` but no `timestamp_header` says \
+                         where to read it",
+                    ))
+                }
+                (false, true) => {
+                    return Err(de::Error::custom(
+                        "`timestamp_header` is set but `signed_content` does not contain \
+                         `{timestamp}`: an unsigned timestamp proves nothing, so it is not checked",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let signs_timestamp = match scheme {
+            SchemeName::StandardWebhooks | SchemeName::Stripe | SchemeName::Slack => true,
+            SchemeName::Hmac => timestamp_header.is_some(),
+            SchemeName::HmacSha256 | SchemeName::GitHub | SchemeName::Shopify => false,
+        };
+        if tolerance.is_some() && !signs_timestamp {
+            return Err(de::Error::custom(format!(
+                "`tolerance` applies only to schemes that sign a timestamp (standard-webhooks, \
+                 stripe, slack, or hmac with `timestamp_header`); scheme `{name}` signs none"
+            )));
+        }
+        Ok(Verify {
+            scheme,
+            header,
+            secrets,
+            tolerance,
+            algorithm,
+            encoding,
+            prefix,
+            signed_content,
+            timestamp_header,
+        })
+    }
 }
 
 /// The non-empty `routes` list. Each route's name and path are checked against the routes

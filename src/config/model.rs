@@ -115,10 +115,261 @@ pub struct Upstream {
 /// Signature verification settings of one route.
 #[derive(Debug, Clone)]
 pub struct VerifyConfig {
-    /// Header carrying the signature (default `X-Webhook-Signature`).
+    /// How senders sign requests (default: the spec's [`Scheme::HmacSha256`]).
+    pub scheme: Scheme,
+    /// Header carrying the signature: configured for `hmac-sha256` (default
+    /// `X-Webhook-Signature`) and `hmac`; the provider's own header for the other schemes
+    /// ([`Scheme::fixed_header`]).
     pub header: http::HeaderName,
     /// Accepted secrets in order; at least one. Any one valid signature passes.
     pub secrets: Vec<Secret>,
+    /// How far a signed timestamp may be from now, in either direction (the boundary is
+    /// inclusive). `Some` exactly when the scheme signs a timestamp ([`Scheme::signs_timestamp`]).
+    pub tolerance: Option<Duration>,
+}
+
+/// A signature scheme: how a sender signs a request (`verify.scheme`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheme {
+    /// The spec's scheme: `X-Webhook-Signature` = base64 HMAC-SHA256 of the raw body.
+    HmacSha256,
+    /// Standard Webhooks (and Svix): `webhook-id`/`webhook-timestamp`/`webhook-signature`.
+    StandardWebhooks,
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>` of the raw body.
+    GitHub,
+    /// Stripe: `Stripe-Signature: t=<ts>,v1=<hex>` of `{t}.{body}`.
+    Stripe,
+    /// Shopify: `X-Shopify-Hmac-Sha256` = base64 of the raw body.
+    Shopify,
+    /// Slack: `X-Slack-Signature: v0=<hex>` of `v0:{timestamp}:{body}`.
+    Slack,
+    /// Any other HMAC sender, described by its settings.
+    Hmac(HmacScheme),
+}
+
+impl Scheme {
+    /// The name used in the config file (`verify.scheme`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::HmacSha256 => "hmac-sha256",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::GitHub => "github",
+            Self::Stripe => "stripe",
+            Self::Shopify => "shopify",
+            Self::Slack => "slack",
+            Self::Hmac(_) => "hmac",
+        }
+    }
+
+    /// The signature header a provider always uses; `None` when the route configures it
+    /// (`hmac-sha256`, `hmac`).
+    pub fn fixed_header(&self) -> Option<http::HeaderName> {
+        let name = match self {
+            Self::HmacSha256 | Self::Hmac(_) => return None,
+            Self::StandardWebhooks => "webhook-signature",
+            Self::GitHub => "x-hub-signature-256",
+            Self::Stripe => "stripe-signature",
+            Self::Shopify => "x-shopify-hmac-sha256",
+            Self::Slack => "x-slack-signature",
+        };
+        Some(http::HeaderName::from_static(name))
+    }
+
+    /// Whether the scheme signs a timestamp, which is then checked against the tolerance.
+    pub fn signs_timestamp(&self) -> bool {
+        match self {
+            Self::StandardWebhooks | Self::Stripe | Self::Slack => true,
+            Self::Hmac(hmac) => hmac.timestamp_header.is_some(),
+            Self::HmacSha256 | Self::GitHub | Self::Shopify => false,
+        }
+    }
+}
+
+/// The settings of the generic `hmac` scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacScheme {
+    pub algorithm: HmacAlgorithm,
+    /// How the MAC is written in the header.
+    pub encoding: SignatureEncoding,
+    /// Text before the encoded MAC in the header value (`sha256=`); may be empty.
+    pub prefix: String,
+    /// What is signed.
+    pub signed_content: SignedContent,
+    /// Header carrying the Unix timestamp (seconds) that `{timestamp}` stands for. When set,
+    /// the timestamp is checked against the tolerance, and `signed_content` contains
+    /// `{timestamp}`.
+    pub timestamp_header: Option<http::HeaderName>,
+}
+
+/// The hash function of an HMAC. SHA-1 is not offered (hookgate ships no SHA-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Sha256,
+    Sha512,
+}
+
+impl HmacAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+        }
+    }
+}
+
+/// How a MAC is written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    /// Lowercase hexadecimal (uppercase is accepted too).
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+impl SignatureEncoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hex => "hex",
+            Self::Base64 => "base64",
+        }
+    }
+}
+
+/// What a generic `hmac` sender signs: literal text and placeholders, concatenated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedContent(Vec<ContentPart>);
+
+/// One piece of a [`SignedContent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentPart {
+    /// Text taken as is (its UTF-8 bytes).
+    Literal(String),
+    /// `{body}`: the raw body.
+    Body,
+    /// `{timestamp}`: the timestamp header's value, as received.
+    Timestamp,
+    /// `{header:Name}`: that header's value, as received.
+    Header(http::HeaderName),
+}
+
+impl SignedContent {
+    /// `{body}`: the raw body alone (the default).
+    pub fn body_only() -> Self {
+        Self(vec![ContentPart::Body])
+    }
+
+    /// Parses a template such as `{timestamp}.{body}` or `{header:X-Id}:{body}`. `{{` and `}}`
+    /// write literal braces. The template must contain `{body}`: a signature that doesn't
+    /// cover the body would let anyone change it.
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = template;
+        while let Some(at) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            if let Some(after) = tail.strip_prefix("{{").or_else(|| tail.strip_prefix("}}")) {
+                literal.push_str(&tail[..1]);
+                rest = after;
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err(format!(
+                    "signed content `{template}`: unmatched `}}` (write `}}}}` for a literal brace)"
+                ));
+            }
+            let Some(end) = tail.find('}') else {
+                return Err(format!(
+                    "signed content `{template}`: unterminated `{{` (write `{{{{` for a literal brace)"
+                ));
+            };
+            let placeholder = &tail[1..end];
+            let part = match placeholder {
+                "body" => ContentPart::Body,
+                "timestamp" => ContentPart::Timestamp,
+                _ => match placeholder.strip_prefix("header:") {
+                    Some(name) => http::HeaderName::from_bytes(name.trim().as_bytes())
+                        .map(ContentPart::Header)
+                        .map_err(|_| {
+                            format!(
+                                "signed content `{template}`: `{name}` is not a valid HTTP \
+                                 header name"
+                            )
+                        })?,
+                    None => {
+                        return Err(format!(
+                            "signed content `{template}`: unknown placeholder `{{{placeholder}}}`; \
+                             expected `{{body}}`, `{{timestamp}}` or `{{header:Name}}`"
+                        ))
+                    }
+                },
+            };
+            if !literal.is_empty() {
+                parts.push(ContentPart::Literal(std::mem::take(&mut literal)));
+            }
+            parts.push(part);
+            rest = &tail[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(ContentPart::Literal(literal));
+        }
+        if !parts.contains(&ContentPart::Body) {
+            return Err(format!(
+                "signed content `{template}` must contain `{{body}}`: a signature that does not \
+                 cover the body would let anyone change it"
+            ));
+        }
+        Ok(Self(parts))
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[ContentPart] {
+        &self.0
+    }
+
+    /// Whether `{timestamp}` appears.
+    pub fn uses_timestamp(&self) -> bool {
+        self.0.contains(&ContentPart::Timestamp)
+    }
+}
+
+impl fmt::Display for SignedContent {
+    /// The template syntax [`SignedContent::parse`] reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in &self.0 {
+            match part {
+                ContentPart::Literal(text) => {
+                    f.write_str(&text.replace('{', "{{").replace('}', "}}"))?
+                }
+                ContentPart::Body => f.write_str("{body}")?,
+                ContentPart::Timestamp => f.write_str("{timestamp}")?,
+                ContentPart::Header(name) => write!(f, "{{header:{name}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key of a Standard Webhooks secret: the base64 after an optional `whsec_` prefix (the
+/// reference libraries accept it with or without the prefix). The error never quotes the secret.
+pub fn standard_webhooks_key(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    match ENGINE.decode(encoded.trim()) {
+        Ok(key) if !key.is_empty() => Ok(key),
+        Ok(_) => Err("a Standard Webhooks secret needs key material after `whsec_`".to_string()),
+        Err(_) => Err(
+            "a Standard Webhooks secret must be `whsec_` followed by base64 (as the sender's \
+             dashboard shows it); this one is not valid base64"
+                .to_string(),
+        ),
+    }
 }
 
 /// A signing secret. Its `Debug` never shows the value, so it cannot leak into logs.

@@ -130,11 +130,13 @@ fn golden_every_key_set() {
                 max_body_bytes: 65536,
                 body_timeout: Duration::from_millis(500),
                 verify: VerifyConfig {
+                    scheme: model::Scheme::HmacSha256,
                     header: http::HeaderName::from_static("x-dossier-signature"),
                     secrets: vec![
                         Secret::new("whsec_from_env"),
                         Secret::new("whsec_previous_secret"),
                     ],
+                    tolerance: None,
                 },
             },
             Route {
@@ -148,8 +150,10 @@ fn golden_every_key_set() {
                 max_body_bytes: 2048,
                 body_timeout: Duration::from_secs(2),
                 verify: VerifyConfig {
+                    scheme: model::Scheme::HmacSha256,
                     header: http::HeaderName::from_static("x-webhook-signature"),
                     secrets: vec![Secret::new("whsec_m")],
+                    tolerance: None,
                 },
             },
         ],
@@ -280,13 +284,13 @@ fn unknown_keys_name_their_line() {
         "    upstream: http://127.0.0.1:3000",
         "    verify:",
         "      secrets: [whsec_a]",
-        "      algorithm: sha1",
+        "      algoritm: sha256",
     ]);
     assert_error(
         &text,
         7,
-        "routes[0].verify.algorithm",
-        "unknown field `algorithm`",
+        "routes[0].verify.algoritm",
+        "unknown field `algoritm`",
     );
 }
 
@@ -717,4 +721,292 @@ fn variables_are_looked_up_only_when_referenced() {
     );
     parse(&text, ORIGIN, &env).unwrap();
     assert_eq!(seen.into_inner(), ["SECRET"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `verify`: signature schemes, their options and their errors
+
+/// One route whose `verify:` mapping is `lines` (each indented by six spaces): `verify:` is on
+/// line 5, `lines[0]` on line 6.
+fn verify_block(lines: &[&str]) -> String {
+    let mut all = vec![
+        "routes:",
+        "  - name: hooks",
+        "    path: /hooks",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+    ];
+    all.extend_from_slice(lines);
+    yaml(&all)
+}
+
+fn verify_of(lines: &[&str]) -> VerifyConfig {
+    parse_ok(&verify_block(lines)).routes.remove(0).verify
+}
+
+#[test]
+fn verify_schemes_lower_with_their_defaults() {
+    use model::{HmacAlgorithm, HmacScheme, Scheme, SignatureEncoding, SignedContent};
+    let five_minutes = Some(Duration::from_secs(300));
+
+    let v = verify_of(&["      secrets: [whsec_a]"]);
+    assert_eq!((v.scheme, v.tolerance), (Scheme::HmacSha256, None));
+    assert_eq!(v.header, "x-webhook-signature");
+
+    let cases = [
+        (
+            "standard-webhooks",
+            Scheme::StandardWebhooks,
+            "webhook-signature",
+            five_minutes,
+        ),
+        ("github", Scheme::GitHub, "x-hub-signature-256", None),
+        ("stripe", Scheme::Stripe, "stripe-signature", five_minutes),
+        ("shopify", Scheme::Shopify, "x-shopify-hmac-sha256", None),
+        ("Slack", Scheme::Slack, "x-slack-signature", five_minutes),
+    ];
+    for (name, scheme, header, tolerance) in cases {
+        let line = format!("      scheme: {name}");
+        let v = verify_of(&[
+            &line,
+            "      secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]",
+        ]);
+        assert_eq!(v.scheme, scheme, "{name}");
+        assert_eq!(v.header, header, "{name}");
+        assert_eq!(v.tolerance, tolerance, "{name}");
+        assert_eq!(v.secrets.len(), 1);
+    }
+
+    let v = verify_of(&[
+        "      scheme: stripe",
+        "      tolerance: 10m",
+        "      secrets: [whsec_a]",
+    ]);
+    assert_eq!(v.tolerance, Some(Duration::from_secs(600)));
+    // The secret of Stripe (and every scheme but Standard Webhooks) is used as is.
+    assert_eq!(v.secrets[0].key_bytes(), b"whsec_a");
+
+    let v = verify_of(&[
+        "      scheme: hmac",
+        "      header: X-Signature",
+        "      secrets: [k]",
+    ]);
+    assert_eq!(
+        v.scheme,
+        Scheme::Hmac(HmacScheme {
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: SignatureEncoding::Hex,
+            prefix: String::new(),
+            signed_content: SignedContent::body_only(),
+            timestamp_header: None,
+        })
+    );
+    assert_eq!((v.header.as_str(), v.tolerance), ("x-signature", None));
+
+    let v = verify_of(&[
+        "      scheme: hmac",
+        "      header: X-Sig",
+        "      algorithm: SHA512",
+        "      encoding: base64",
+        "      prefix: v1=",
+        "      signed_content: '{header:X-Id}.{timestamp}.{body} {{literal}}'",
+        "      timestamp_header: X-Time",
+        "      tolerance: 90s",
+        "      secrets: [k]",
+    ]);
+    let Scheme::Hmac(hmac) = &v.scheme else {
+        panic!("{:?}", v.scheme)
+    };
+    assert_eq!(hmac.algorithm, HmacAlgorithm::Sha512);
+    assert_eq!(hmac.encoding, SignatureEncoding::Base64);
+    assert_eq!(hmac.prefix, "v1=");
+    assert_eq!(
+        hmac.signed_content.to_string(),
+        "{header:x-id}.{timestamp}.{body} {{literal}}"
+    );
+    assert_eq!(hmac.timestamp_header.as_ref().unwrap(), "x-time");
+    assert_eq!(v.tolerance, Some(Duration::from_secs(90)));
+    let v = verify_of(&[
+        "      scheme: hmac",
+        "      header: X-Sig",
+        "      signed_content: '{timestamp}.{body}'",
+        "      timestamp_header: X-Time",
+        "      secrets: [k]",
+    ]);
+    assert_eq!(v.tolerance, five_minutes);
+}
+
+#[test]
+fn verify_values_are_checked_at_their_line() {
+    let bad = |line: &str, key: &str, needle: &str| {
+        let text = verify_block(&[
+            "      scheme: hmac",
+            "      header: X-Sig",
+            line,
+            "      secrets: [k]",
+        ]);
+        assert_error(&text, 8, key, needle);
+    };
+    bad(
+        "      algorithm: sha1",
+        "routes[0].verify.algorithm",
+        "`sha1` is not supported",
+    );
+    bad(
+        "      algorithm: md5",
+        "routes[0].verify.algorithm",
+        "expected `sha256` or `sha512`",
+    );
+    bad(
+        "      encoding: base32",
+        "routes[0].verify.encoding",
+        "expected `hex` or `base64`",
+    );
+    bad(
+        "      prefix: 'a b'",
+        "routes[0].verify.prefix",
+        "visible ASCII",
+    );
+    bad(
+        "      timestamp_header: 'X Time'",
+        "routes[0].verify.timestamp_header",
+        "not a valid HTTP header name",
+    );
+    bad(
+        "      tolerance: 0s",
+        "routes[0].verify.tolerance",
+        "greater than 0",
+    );
+    bad(
+        "      signed_content: '{timestamp}'",
+        "routes[0].verify.signed_content",
+        "must contain `{body}`",
+    );
+    bad(
+        "      signed_content: '{body}{nonce}'",
+        "routes[0].verify.signed_content",
+        "unknown placeholder `{nonce}`",
+    );
+    bad(
+        "      signed_content: '{body'",
+        "routes[0].verify.signed_content",
+        "unterminated `{`",
+    );
+    bad(
+        "      signed_content: '{body}}'",
+        "routes[0].verify.signed_content",
+        "unmatched `}`",
+    );
+    bad(
+        "      signed_content: '{header:}{body}'",
+        "routes[0].verify.signed_content",
+        "not a valid HTTP header name",
+    );
+    assert_error(
+        &verify_block(&["      scheme: github-v2", "      secrets: [k]"]),
+        6,
+        "routes[0].verify.scheme",
+        "unknown signature scheme `github-v2`; expected one of `hmac-sha256`, `standard-webhooks`",
+    );
+}
+
+#[test]
+fn standard_webhooks_secrets_must_be_base64_at_their_line() {
+    let text = verify_block(&[
+        "      scheme: standard-webhooks",
+        "      secrets:",
+        "        - whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "        - whsec_not*base64!",
+        "        - whsec_",
+    ]);
+    let err = assert_error(&text, 9, "routes[0].verify.secrets[1]", "not valid base64");
+    assert!(!err.to_string().contains("not*base64"), "{err}");
+    let text = text.replace("whsec_not*base64!", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    assert_error(
+        &text,
+        10,
+        "routes[0].verify.secrets[2]",
+        "needs key material",
+    );
+    // Written before `scheme`, the secrets are checked once the mapping is read.
+    let text = verify_block(&[
+        "      secrets: [whsec_not*base64!]",
+        "      scheme: standard-webhooks",
+    ]);
+    let err = assert_error(
+        &text,
+        6,
+        "routes[0].verify",
+        "secrets[0]: a Standard Webhooks secret",
+    );
+    assert!(!err.to_string().contains("not*base64"), "{err}");
+    // Other schemes take any string.
+    verify_of(&["      scheme: stripe", "      secrets: [whsec_not*base64!]"]);
+}
+
+#[test]
+fn verify_keys_that_do_not_apply_to_the_scheme_are_refused() {
+    // Errors involving several keys point at the mapping (its first key, line 6).
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["      scheme: github", "      header: X-Sig"],
+            "`header` cannot be set for scheme `github`",
+        ),
+        (
+            &["      scheme: shopify", "      tolerance: 5m"],
+            "`tolerance` applies only to schemes that sign a timestamp",
+        ),
+        (&["      tolerance: 5m"], "scheme `hmac-sha256` signs none"),
+        (
+            &[
+                "      scheme: hmac",
+                "      header: X-Sig",
+                "      tolerance: 5m",
+            ],
+            "scheme `hmac` signs none",
+        ),
+        (
+            &["      scheme: stripe", "      algorithm: sha256"],
+            "`algorithm` is an option of scheme `hmac` only",
+        ),
+        (
+            &["      prefix: sha256="],
+            "`prefix` is an option of scheme `hmac` only",
+        ),
+        (&["      scheme: hmac"], "scheme `hmac` needs `header`"),
+        (
+            &[
+                "      scheme: hmac",
+                "      header: X-Sig",
+                "      signed_content: '{timestamp}.{body}'",
+            ],
+            "uses `{timestamp}` but no `timestamp_header`",
+        ),
+        (
+            &[
+                "      scheme: hmac",
+                "      header: X-Sig",
+                "      timestamp_header: X-Time",
+            ],
+            "does not contain `{timestamp}`",
+        ),
+    ];
+    for (lines, needle) in cases {
+        let mut all = lines.to_vec();
+        all.push("      secrets: [k]");
+        assert_error(&verify_block(&all), 6, "routes[0].verify", needle);
+    }
+    // Unknown and missing keys behave as in every other mapping.
+    assert_error(
+        &verify_block(&["      scheme: hmac", "      headr: X", "      secrets: [k]"]),
+        7,
+        "routes[0].verify.headr",
+        "unknown field `headr`, expected one of `scheme`, `header`, `secrets`",
+    );
+    assert_error(
+        &verify_block(&["      scheme: github"]),
+        6,
+        "routes[0].verify.secrets",
+        "missing field `secrets`",
+    );
 }

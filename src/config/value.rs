@@ -12,11 +12,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::context::{self, SeenRoute};
-use super::model::{PathPattern, Secret, Upstream};
+use super::model::{
+    standard_webhooks_key, HmacAlgorithm, PathPattern, Secret, SignatureEncoding, SignedContent,
+    Upstream,
+};
 
 /// Deserializes a scalar as a string, expands `${NAME}` in it, and converts it with `convert`.
 ///
@@ -330,11 +333,21 @@ impl<'de> Deserialize<'de> for HeaderName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Secrets(pub Vec<Secret>);
 
-impl<'de> Deserialize<'de> for Secrets {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+/// A check a route's scheme makes on each of its secrets (a Standard Webhooks secret must be
+/// base64). Its message never quotes the secret.
+pub(crate) type SecretCheck = fn(&str) -> Result<(), String>;
+
+/// Reads a `secrets` list, running `check` on each secret inside that secret's own visitor, so
+/// that a bad one is reported at its own line.
+pub(crate) struct SecretsSeed(pub Option<SecretCheck>);
+
+impl<'de> DeserializeSeed<'de> for SecretsSeed {
+    type Value = Secrets;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Secrets, D::Error> {
         const NOT_A_LIST: &str = "must be a list of secrets (one `- secret` item per line), not a \
                                   single value";
-        struct ListVisitor;
+        struct ListVisitor(Option<SecretCheck>);
         // Every non-list case is overridden so that serde's default "invalid type" message,
         // which quotes the value, never prints a secret written in the wrong place.
         impl<'de> Visitor<'de> for ListVisitor {
@@ -344,7 +357,7 @@ impl<'de> Deserialize<'de> for Secrets {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut secrets = Vec::new();
-                while let Some(SecretValue(secret)) = seq.next_element()? {
+                while let Some(secret) = seq.next_element_seed(SecretSeed(self.0))? {
                     secrets.push(secret);
                 }
                 if secrets.is_empty() {
@@ -374,15 +387,20 @@ impl<'de> Deserialize<'de> for Secrets {
                 Err(E::custom("at least one secret is required"))
             }
         }
-        deserializer.deserialize_any(ListVisitor).map(Self)
+        deserializer
+            .deserialize_any(ListVisitor(self.0))
+            .map(Secrets)
     }
 }
 
-/// One secret: the whole string (a `whsec_` prefix included), `${NAME}` expanded, not empty.
-struct SecretValue(Secret);
+/// One secret: the whole string (a `whsec_` prefix included), `${NAME}` expanded, not empty,
+/// and passing the scheme's check if there is one.
+struct SecretSeed(Option<SecretCheck>);
 
-impl<'de> Deserialize<'de> for SecretValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+impl<'de> DeserializeSeed<'de> for SecretSeed {
+    type Value = Secret;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Secret, D::Error> {
         // `deserialize_str` takes any scalar as its text and reports only the *kind* of a
         // non-scalar, so nothing here can quote the secret.
         parse_scalar(deserializer, "a secret string", |secret| {
@@ -392,7 +410,150 @@ impl<'de> Deserialize<'de> for SecretValue {
                         .to_string(),
                 );
             }
-            Ok(Self(Secret::new(secret)))
+            if let Some(check) = self.0 {
+                check(&secret)?;
+            }
+            Ok(Secret::new(secret))
         })
+    }
+}
+
+/// `verify.scheme`: how the route's senders sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SchemeName {
+    HmacSha256,
+    StandardWebhooks,
+    GitHub,
+    Stripe,
+    Shopify,
+    Slack,
+    Hmac,
+}
+
+impl SchemeName {
+    const ALL: [(&'static str, SchemeName); 7] = [
+        ("hmac-sha256", Self::HmacSha256),
+        ("standard-webhooks", Self::StandardWebhooks),
+        ("github", Self::GitHub),
+        ("stripe", Self::Stripe),
+        ("shopify", Self::Shopify),
+        ("slack", Self::Slack),
+        ("hmac", Self::Hmac),
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, scheme)| *scheme == self)
+            .map_or("", |(name, _)| name)
+    }
+
+    /// The check this scheme makes on each secret, if any.
+    pub(crate) fn secret_check(self) -> Option<SecretCheck> {
+        fn standard_webhooks(secret: &str) -> Result<(), String> {
+            standard_webhooks_key(secret).map(drop)
+        }
+        match self {
+            Self::StandardWebhooks => Some(standard_webhooks),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SchemeName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "a signature scheme name", |text| {
+            let name = text.trim();
+            Self::ALL
+                .iter()
+                .find(|(known, _)| known.eq_ignore_ascii_case(name))
+                .map(|(_, scheme)| *scheme)
+                .ok_or_else(|| {
+                    let known: Vec<String> =
+                        Self::ALL.iter().map(|(n, _)| format!("`{n}`")).collect();
+                    format!(
+                        "unknown signature scheme `{name}`; expected one of {}",
+                        known.join(", ")
+                    )
+                })
+        })
+    }
+}
+
+/// `verify.algorithm` (scheme `hmac`): `sha256` or `sha512`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Algorithm(pub HmacAlgorithm);
+
+impl<'de> Deserialize<'de> for Algorithm {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "`sha256` or `sha512`", |text| {
+            match text.trim().to_ascii_lowercase().replace('-', "").as_str() {
+                "sha256" => Ok(Self(HmacAlgorithm::Sha256)),
+                "sha512" => Ok(Self(HmacAlgorithm::Sha512)),
+                "sha1" => Err(
+                    "`sha1` is not supported: hookgate ships no SHA-1 implementation; \
+                               use `sha256` or `sha512`"
+                        .to_string(),
+                ),
+                _ => Err(format!(
+                    "unknown algorithm `{text}`; expected `sha256` or `sha512`"
+                )),
+            }
+        })
+    }
+}
+
+/// `verify.encoding` (scheme `hmac`): `hex` or `base64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Encoding(pub SignatureEncoding);
+
+impl<'de> Deserialize<'de> for Encoding {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "`hex` or `base64`", |text| {
+            match text.trim().to_ascii_lowercase().as_str() {
+                "hex" => Ok(Self(SignatureEncoding::Hex)),
+                "base64" => Ok(Self(SignatureEncoding::Base64)),
+                _ => Err(format!(
+                    "unknown encoding `{text}`; expected `hex` or `base64`"
+                )),
+            }
+        })
+    }
+}
+
+/// `verify.prefix` (scheme `hmac`): text before the MAC in the header value, e.g. `sha256=`.
+/// Visible ASCII only, since it is compared with a header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignaturePrefix(pub String);
+
+impl<'de> Deserialize<'de> for SignaturePrefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(
+            deserializer,
+            "a signature prefix such as `sha256=`",
+            |text| {
+                if text.bytes().all(|b| b.is_ascii_graphic()) {
+                    Ok(Self(text))
+                } else {
+                    Err(format!(
+                        "prefix `{text}` may only contain visible ASCII characters (no spaces)"
+                    ))
+                }
+            },
+        )
+    }
+}
+
+/// `verify.signed_content` (scheme `hmac`): a template such as `{timestamp}.{body}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template(pub SignedContent);
+
+impl<'de> Deserialize<'de> for Template {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(
+            deserializer,
+            "a template such as `{timestamp}.{body}`",
+            |text| SignedContent::parse(&text).map(Self),
+        )
     }
 }

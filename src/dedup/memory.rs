@@ -1,41 +1,44 @@
-//! The in-process [`DeliveryStore`]: one per route, sharded, ~28 bytes per delivered ID.
+//! The in-process [`DeliveryStore`]: one per route, sharded, 32 bytes per delivered ID.
 //!
 //! # Layout
 //!
 //! A route's committed IDs all live for the same TTL, so commit order *is* expiry order. Each
 //! shard therefore keeps its delivered records in a ring buffer in commit order, and finds them
-//! through an open-addressing index that holds only ring positions:
+//! through an open-addressing index of ring positions:
 //!
 //! - `ring`: 20-byte records (the 128-bit key and the expiry in whole seconds), oldest first.
 //!   Expiry and eviction both take the front: O(1), exact, no second copy of the key.
-//! - `index`: `u32` ring positions, linear probing, load ≤ 1/2, deletion by backward shift (no
-//!   tombstones). Keys are already uniform keyed hashes, so their bits are the hash.
+//! - `index`: 8-byte entries (the key's first 32 bits and the ring position), linear probing,
+//!   load ≤ 2/3 (12 bytes per record), deletion by backward shift (no tombstones). Keys are
+//!   already uniform keyed hashes, so their bits are the hash; the 32 bits kept in the entry
+//!   place it and screen lookups, so only a real match reads the ring.
 //! - `inflight`: a small `HashMap` for claims being forwarded (token and lease deadline). They
 //!   are few (one per request on the wire), end in any order, and move to the ring on commit.
 //!
-//! Ring and index grow by doubling up to the shard's share of the capacity and are never
-//! resized past it, so a full store is exactly `capacity` records.
+//! Ring and index grow by doubling up to the shard's share of the capacity and never past it,
+//! so a full store holds exactly `capacity` records in 32 bytes each. Neither shrinks.
 //!
 //! # Why not `lru` or `dashmap`
 //!
-//! Measured by `cargo bench --bench dedup` (a counting global allocator, 1,000,000 `u128` keys
-//! with a `u64` value, this machine):
+//! Measured by `cargo bench --bench dedup` (a counting global allocator, live bytes as
+//! requested from the allocator, 1,000,000 entries with `u128` keys and `u64` values):
 //!
-//! | structure                           | bytes per entry |
-//! |-------------------------------------|-----------------|
-//! | this store (16 shards, full)        | 28.0            |
-//! | `lru::LruCache<u128, u64>`          | 84.0            |
-//! | `dashmap::DashMap<u128, u64>`       | 66.0            |
-//! | `std::collections::HashMap<u128, u64>` | 66.0         |
+//! | structure                                  | bytes per entry |
+//! |--------------------------------------------|-----------------|
+//! | this store (16 shards, full)               | 32.0            |
+//! | `lru::LruCache<u128, u64>`                 | 83.7            |
+//! | `dashmap::DashMap<u128, u64>`              | 69.2            |
+//! | `std::collections::HashMap<u128, u64>`     | 69.2            |
 //!
-//! `lru` allocates a doubly linked node per entry (key, value, two pointers, allocator
-//! overhead) plus a map of pointers to the nodes; its recency order is the wrong order anyway
-//! (a duplicate must not extend a record's life). `dashmap` and `HashMap` are SwissTables of
-//! 32-byte `(u128, u64)` slots whose bucket count is a power of two at load ≤ 7/8: at 1 M
-//! entries they sit just past a doubling (2^21 buckets, 48% full), and they have no expiry
-//! order, so expiring or evicting the oldest would need a full scan or a second structure.
-//! Neither fits the target of 48 bytes per entry; the ring + index does, with exact
-//! oldest-first eviction. The `lru` and `dashmap` numbers are printed by the same benchmark.
+//! `lru` allocates a linked node per entry (key, value, two pointers) plus a hash table of
+//! pointers to the nodes, and its order is recency, the wrong order here (a duplicate must not
+//! extend a record's life). `dashmap` and `HashMap` are SwissTables of 32-byte `(u128, u64)`
+//! slots with a power-of-two bucket count at load ≤ 7/8: at 1 M entries they sit just past a
+//! doubling (2^21 buckets, 48% full), and they have no expiry order, so expiring or evicting
+//! the oldest would take a full scan or a second structure with a second copy of each key.
+//! Neither meets the target of 48 bytes per entry; ring + index does, with exact oldest-first
+//! eviction. An index of bare `u32` positions (load ≤ 1/2) measured 28.0 bytes per entry but
+//! was 15-30% slower at 1 M entries (every probe read the ring), so the 8-byte entry won.
 //!
 //! # Reclaiming and evicting
 //!
@@ -49,8 +52,8 @@
 //!   holds `capacity / shards` records, so evictions can start slightly below `capacity`.
 //! - In-flight claims are evicted only from a shard that has no delivered record left (the one
 //!   whose lease ends first): evicting one would let a concurrent duplicate through at once
-//!   and make its owner's commit fail, whereas a delivered record near its TTL is nearly
-//!   worthless. A claim whose lease ran out is replaced by the next claim of its ID; the rest
+//!   and make its owner's commit fail, whereas the oldest delivered record is the one least
+//!   likely to see a retry. A claim whose lease ran out is replaced by the next claim of its ID; the rest
 //!   are dropped by [`MemoryStore::sweep`] (a pass over the in-flight claims only, which are
 //!   bounded by the requests in flight).
 
@@ -343,6 +346,31 @@ fn cyclic_between(from: usize, k: usize, to: usize) -> bool {
     }
 }
 
+/// Most entries per index slot, as a fraction: linear probing stays short below 2/3.
+const MAX_LOAD: (usize, usize) = (2, 3);
+
+/// An index slot: a record's first key word (its hash: it places the entry and screens
+/// lookups without touching the ring) and its ring position + 1. Zero is an empty slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry(u64);
+
+impl Entry {
+    const EMPTY: Entry = Entry(0);
+
+    fn new(hash: u32, pos: usize) -> Self {
+        let pos = u32::try_from(pos + 1).expect("shard capacity fits in u32");
+        Self(u64::from(hash) << 32 | u64::from(pos))
+    }
+
+    fn hash(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn pos(self) -> usize {
+        (self.0 as u32) as usize - 1
+    }
+}
+
 /// One shard: at most `cap` records, delivered (ring) plus in flight.
 struct Shard {
     cap: usize,
@@ -353,8 +381,8 @@ struct Shard {
     head: usize,
     /// Records in the ring.
     len: usize,
-    /// Ring position + 1 of every indexed record; 0 is empty.
-    index: Vec<u32>,
+    /// An [`Entry`] for every indexed record.
+    index: Vec<u64>,
     /// Non-empty index slots. A record superseded by a newer commit of its key (possible only
     /// once it expired) stays in the ring, unindexed, until it is popped.
     indexed: usize,
@@ -397,7 +425,7 @@ impl Shard {
         }
         let words = words(key);
         if let Some(slot) = self.find(&words) {
-            if self.ring[self.index[slot] as usize - 1].expires > now.secs {
+            if self.ring[Entry(self.index[slot]).pos()].expires > now.secs {
                 return (ClaimOutcome::Committed, false);
             }
         }
@@ -505,9 +533,10 @@ impl Shard {
         }
         let mut slot = home(key[0], n);
         loop {
-            match self.index[slot] {
-                0 => return None,
-                v if self.ring[v as usize - 1].key == *key => return Some(slot),
+            match Entry(self.index[slot]) {
+                Entry::EMPTY => return None,
+                // Only a matching first word costs a visit to the ring.
+                e if e.hash() == key[0] && self.ring[e.pos()].key == *key => return Some(slot),
                 _ => slot = if slot + 1 == n { 0 } else { slot + 1 },
             }
         }
@@ -515,36 +544,39 @@ impl Shard {
 
     /// Points `key` at ring position `pos`, replacing an older (expired) record of the key.
     fn index_insert(&mut self, key: &[u32; 4], pos: usize) {
-        let value = u32::try_from(pos + 1).expect("shard capacity fits in u32");
-        if let Some(slot) = self.find(key) {
-            self.index[slot] = value;
-            return;
-        }
-        if (self.indexed + 1) * 2 > self.index.len() {
+        if (self.indexed + 1) * MAX_LOAD.1 > self.index.len() * MAX_LOAD.0 {
             self.grow_index();
         }
-        self.place(key[0], value);
+        let entry = Entry::new(key[0], pos);
+        let n = self.index.len();
+        let mut slot = home(key[0], n);
+        loop {
+            match Entry(self.index[slot]) {
+                Entry::EMPTY => break,
+                e if e.hash() == key[0] && self.ring[e.pos()].key == *key => {
+                    self.index[slot] = entry.0;
+                    return;
+                }
+                _ => slot = if slot + 1 == n { 0 } else { slot + 1 },
+            }
+        }
+        self.index[slot] = entry.0;
         self.indexed += 1;
     }
 
-    /// Stores `value` in the first empty slot from `hash`'s home.
-    fn place(&mut self, hash: u32, value: u32) {
-        let n = self.index.len();
-        let mut slot = home(hash, n);
-        while self.index[slot] != 0 {
-            slot = if slot + 1 == n { 0 } else { slot + 1 };
-        }
-        self.index[slot] = value;
-    }
-
-    /// Doubles the index (up to twice the shard's capacity, so load stays ≤ 1/2) and
-    /// re-places every entry. Amortised O(1) per insert, like any growing hash table.
+    /// Grows the index by doubling, up to `cap / MAX_LOAD` slots, and re-places every entry
+    /// (from the index alone: entries carry their hash). Amortised O(1) per insert, like any
+    /// growing hash table.
     fn grow_index(&mut self) {
-        let len = (self.index.len() * 2).max(MIN_ALLOCATION).min(self.cap * 2);
-        let old = std::mem::replace(&mut self.index, vec![0; len]);
-        for value in old.into_iter().filter(|&v| v != 0) {
-            let hash = self.ring[value as usize - 1].key[0];
-            self.place(hash, value);
+        let most = (self.cap * MAX_LOAD.1).div_ceil(MAX_LOAD.0);
+        let len = (self.index.len() * 2).max(MIN_ALLOCATION).min(most);
+        let old = std::mem::replace(&mut self.index, vec![Entry::EMPTY.0; len]);
+        for entry in old.into_iter().map(Entry).filter(|&e| e != Entry::EMPTY) {
+            let mut slot = home(entry.hash(), len);
+            while self.index[slot] != Entry::EMPTY.0 {
+                slot = if slot + 1 == len { 0 } else { slot + 1 };
+            }
+            self.index[slot] = entry.0;
         }
     }
 
@@ -555,30 +587,29 @@ impl Shard {
         if n == 0 {
             return;
         }
-        let target = pos as u32 + 1;
+        let target = Entry::new(key[0], pos);
         let mut hole = home(key[0], n);
         loop {
-            match self.index[hole] {
-                0 => return,
-                v if v == target => break,
+            match Entry(self.index[hole]) {
+                Entry::EMPTY => return,
+                e if e == target => break,
                 _ => hole = if hole + 1 == n { 0 } else { hole + 1 },
             }
         }
         let mut next = hole;
         loop {
             next = if next + 1 == n { 0 } else { next + 1 };
-            let value = self.index[next];
-            if value == 0 {
+            let entry = Entry(self.index[next]);
+            if entry == Entry::EMPTY {
                 break;
             }
-            let its_home = home(self.ring[value as usize - 1].key[0], n);
             // An entry may move back into the hole unless its home lies after the hole.
-            if !cyclic_between(hole, its_home, next) {
-                self.index[hole] = value;
+            if !cyclic_between(hole, home(entry.hash(), n), next) {
+                self.index[hole] = entry.0;
                 hole = next;
             }
         }
-        self.index[hole] = 0;
+        self.index[hole] = Entry::EMPTY.0;
         self.indexed -= 1;
     }
 
@@ -587,7 +618,7 @@ impl Shard {
     fn check(&self) {
         assert!(self.total() <= self.cap, "over capacity");
         assert!(self.len <= self.ring.len() && self.ring.len() <= self.cap);
-        assert!(self.index.is_empty() || self.indexed * 2 <= self.index.len());
+        assert!(self.indexed * MAX_LOAD.1 <= self.index.len() * MAX_LOAD.0);
         let live = |pos: usize| (pos + self.cap - self.head) % self.cap < self.len;
         let mut expires = 0;
         for i in 0..self.len {
@@ -597,19 +628,19 @@ impl Shard {
         }
         let n = self.index.len();
         let mut seen = 0;
-        for (slot, &value) in self.index.iter().enumerate() {
-            if value == 0 {
+        for (slot, entry) in self.index.iter().map(|&e| Entry(e)).enumerate() {
+            if entry == Entry::EMPTY {
                 continue;
             }
             seen += 1;
-            let pos = value as usize - 1;
-            assert!(live(pos), "index points outside the ring");
-            let key = self.ring[pos].key;
+            assert!(live(entry.pos()), "index points outside the ring");
+            let key = self.ring[entry.pos()].key;
+            assert_eq!(entry.hash(), key[0]);
             assert_eq!(self.find(&key), Some(slot), "probe chain broken");
             // No empty slot between the entry's home and its slot.
             let mut s = home(key[0], n);
             while s != slot {
-                assert_ne!(self.index[s], 0, "gap in probe chain");
+                assert_ne!(Entry(self.index[s]), Entry::EMPTY, "gap in probe chain");
                 s = (s + 1) % n;
             }
         }
@@ -665,7 +696,7 @@ mod tests {
             }
         }
         match shard.find(&words(key)) {
-            Some(slot) if shard.ring[shard.index[slot] as usize - 1].expires > now.secs => {
+            Some(slot) if shard.ring[Entry(shard.index[slot]).pos()].expires > now.secs => {
                 ClaimOutcome::Committed
             }
             _ => ClaimOutcome::Claimed(()),

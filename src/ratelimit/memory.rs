@@ -127,8 +127,8 @@ impl MemoryLimiter {
             shards,
             ..Swept::default()
         };
-        for i in start..start + shards {
-            let mut table = self.shards[i & self.shard_mask].lock();
+        for i in 0..shards {
+            let mut table = self.shards[start.wrapping_add(i) & self.shard_mask].lock();
             let now = self.now_nanos();
             let before = table.len();
             table.retain(|_, tat| *tat > now);

@@ -1,76 +1,71 @@
-//! The spec's scheme: `X-Webhook-Signature` = base64(HMAC-SHA256(secret, raw body)).
+//! The spec's scheme (`hmac-sha256`, the default): `X-Webhook-Signature` =
+//! base64(HMAC-SHA256(secret, raw body)). The secret is the whole string as UTF-8, `whsec_`
+//! prefix included, as the spec's Python and Node examples use it.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
-use super::{single_header, Verified, Verifier, VerifyError};
+use super::mac::{decode_base64, Key};
+use super::{single_header, Delivery, DeliveryIdSource, Verified, Verifier, VerifyError};
 use crate::config::Secret;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Length of a SHA-256 MAC in bytes.
 const MAC_LEN: usize = 32;
-/// Length of its padded base64 text; anything longer cannot be a valid signature.
-const MAC_B64_LEN: usize = 44;
+
+/// The delivery-ID header the spec's senders set (and `hookgate send` sends).
+pub const DELIVERY_ID: HeaderName = HeaderName::from_static("x-webhook-delivery-id");
 
 /// Verifies base64 HMAC-SHA256 signatures of the raw body against any of a route's secrets.
 pub struct HmacSha256Verifier {
     header: HeaderName,
-    /// One keyed HMAC state per secret, computed once at load and cloned per request, so the
-    /// key schedule (two SHA-256 blocks) is not repeated for every webhook.
-    keys: Vec<HmacSha256>,
+    /// One keyed HMAC state per secret, computed once at load.
+    keys: Vec<Key>,
 }
 
 impl HmacSha256Verifier {
     /// A verifier reading `header` and accepting a signature made with any of `secrets`.
     pub fn new(header: HeaderName, secrets: &[Secret]) -> Self {
-        let keys = secrets
-            .iter()
-            .map(|s| {
-                HmacSha256::new_from_slice(s.key_bytes()).expect("HMAC takes keys of any length")
-            })
-            .collect();
+        let keys = secrets.iter().map(|s| Key::sha256(s.key_bytes())).collect();
         Self { header, keys }
     }
 }
 
 impl Verifier for HmacSha256Verifier {
     fn verify(&self, headers: &HeaderMap, body: Bytes) -> Result<Verified, VerifyError> {
-        let value = single_header(headers, &self.header)?;
-        if value.len() > MAC_B64_LEN {
-            return Err(VerifyError::WrongLength);
+        let given = decode_base64(single_header(headers, &self.header)?, MAC_LEN)?;
+        // Constant time per comparison; which secret matched is not secret.
+        if self
+            .keys
+            .iter()
+            .any(|key| key.mac(&[&body]).matches(&given))
+        {
+            Ok(Verified::new(body))
+        } else {
+            Err(VerifyError::Mismatch)
         }
-        let mut given = [0u8; MAC_B64_LEN];
-        let n = STANDARD
-            .decode_slice(value, &mut given)
-            .map_err(|_| VerifyError::Malformed)?;
-        if n != MAC_LEN {
-            return Err(VerifyError::WrongLength);
-        }
-        let given = &given[..MAC_LEN];
-        for key in &self.keys {
-            let mut mac = key.clone();
-            mac.update(&body);
-            let expected = mac.finalize().into_bytes();
-            // Constant time per comparison; which secret matched is not secret.
-            if bool::from(expected.as_slice().ct_eq(given)) {
-                return Ok(Verified::new(body));
-            }
-        }
-        Err(VerifyError::Mismatch)
+    }
+
+    /// `X-Webhook-Delivery-Id`, which the spec's senders set.
+    fn default_delivery_id(&self) -> DeliveryIdSource {
+        DeliveryIdSource::Header(DELIVERY_ID)
     }
 }
 
 /// The `X-Webhook-Signature` value for `body` signed with `secret` (as senders compute it).
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    STANDARD.encode(mac.finalize().into_bytes())
+    Key::sha256(secret).mac(&[body]).to_base64()
+}
+
+/// The signature (in `header`) and `X-Webhook-Delivery-Id`.
+pub(super) fn signed_headers(
+    header: &HeaderName,
+    secret: &Secret,
+    delivery: &Delivery<'_>,
+) -> Vec<(HeaderName, String)> {
+    vec![
+        (header.clone(), sign(secret.key_bytes(), delivery.body)),
+        (DELIVERY_ID, delivery.id.to_string()),
+    ]
 }
 
 #[cfg(test)]

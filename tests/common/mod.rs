@@ -293,6 +293,30 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Waits until `/metrics` contains every line of `lines`. Metrics are recorded in the
+    /// logging phase, just after the answer is written, so a test polls for them.
+    pub async fn wait_for_metrics(&self, lines: &[&str]) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.metrics().await;
+            if lines.iter().all(|l| text.contains(l)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "metrics never showed {lines:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
+        }
+    }
+
+    /// Waits until the `hookgate_requests_total` series of `route`/`outcome` equals `n`.
+    pub async fn wait_count(&self, route: &str, outcome: &str, n: u64) {
+        let line =
+            format!("hookgate_requests_total{{outcome=\"{outcome}\",route=\"{route}\"}} {n}\n");
+        self.wait_for_metrics(&[&line]).await;
+    }
+
     pub async fn metrics(&self) -> String {
         String::from_utf8(get(self.admin, "/metrics").await.unwrap().body).unwrap()
     }

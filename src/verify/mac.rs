@@ -1,0 +1,244 @@
+//! The HMAC machinery every scheme shares: keyed states computed once per secret, MAC values on
+//! the stack, and decoding a signature's text into bytes with its length checked first.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
+
+use super::VerifyError;
+use crate::config::model::HmacAlgorithm;
+
+/// The longest MAC of a supported algorithm (SHA-512).
+const MAX_MAC_LEN: usize = 64;
+
+/// One secret's keyed HMAC state, computed at load and cloned per request, so the key schedule
+/// (two compression-function calls) is not repeated for every webhook.
+#[derive(Clone)]
+pub(super) enum Key {
+    Sha256(Hmac<Sha256>),
+    Sha512(Hmac<Sha512>),
+}
+
+impl Key {
+    pub(super) fn new(algorithm: HmacAlgorithm, secret: &[u8]) -> Self {
+        const ANY_LENGTH: &str = "HMAC takes keys of any length";
+        match algorithm {
+            HmacAlgorithm::Sha256 => Self::Sha256(Hmac::new_from_slice(secret).expect(ANY_LENGTH)),
+            HmacAlgorithm::Sha512 => Self::Sha512(Hmac::new_from_slice(secret).expect(ANY_LENGTH)),
+        }
+    }
+
+    /// An HMAC-SHA256 key, the algorithm of every provider scheme.
+    pub(super) fn sha256(secret: &[u8]) -> Self {
+        Self::new(HmacAlgorithm::Sha256, secret)
+    }
+
+    /// Length of this key's MACs in bytes.
+    pub(super) fn mac_len(&self) -> usize {
+        match self {
+            Self::Sha256(_) => 32,
+            Self::Sha512(_) => 64,
+        }
+    }
+
+    /// The MAC of the concatenation of `parts`.
+    pub(super) fn mac(&self, parts: &[&[u8]]) -> MacBytes {
+        let mut running = self.start();
+        for part in parts {
+            running.update(part);
+        }
+        running.finish()
+    }
+
+    /// A MAC computation to feed piece by piece.
+    pub(super) fn start(&self) -> Running {
+        Running(self.clone())
+    }
+}
+
+/// A MAC being computed.
+pub(super) struct Running(Key);
+
+impl Running {
+    pub(super) fn update(&mut self, data: &[u8]) {
+        match &mut self.0 {
+            Key::Sha256(mac) => mac.update(data),
+            Key::Sha512(mac) => mac.update(data),
+        }
+    }
+
+    pub(super) fn finish(self) -> MacBytes {
+        match self.0 {
+            Key::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Key::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+        }
+    }
+}
+
+/// A MAC, computed or decoded from a header, held on the stack.
+#[derive(Clone, Copy)]
+pub(super) struct MacBytes {
+    bytes: [u8; MAX_MAC_LEN],
+    len: usize,
+}
+
+impl MacBytes {
+    fn from_slice(slice: &[u8]) -> Self {
+        let mut bytes = [0u8; MAX_MAC_LEN];
+        bytes[..slice.len()].copy_from_slice(slice);
+        Self {
+            bytes,
+            len: slice.len(),
+        }
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Whether `given` equals this MAC. The lengths are compared first (a length is not
+    /// secret), then the bytes in constant time.
+    pub(super) fn matches(&self, given: &MacBytes) -> bool {
+        self.len == given.len && bool::from(self.as_bytes().ct_eq(given.as_bytes()))
+    }
+
+    pub(super) fn to_hex(self) -> String {
+        encode_hex(self.as_bytes())
+    }
+
+    pub(super) fn to_base64(self) -> String {
+        STANDARD.encode(self.as_bytes())
+    }
+}
+
+/// Decodes a hex MAC of exactly `len` bytes (either letter case). The text's length is checked
+/// before anything else is looked at.
+pub(super) fn decode_hex(text: &[u8], len: usize) -> Result<MacBytes, VerifyError> {
+    if len > MAX_MAC_LEN || text.len() != 2 * len {
+        return Err(VerifyError::WrongLength);
+    }
+    let mut bytes = [0u8; MAX_MAC_LEN];
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Ok(MacBytes { bytes, len })
+}
+
+fn hex_digit(c: u8) -> Result<u8, VerifyError> {
+    match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(VerifyError::Malformed),
+    }
+}
+
+/// Lowercase hex, as the hex-signing providers send it.
+pub(super) fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    text
+}
+
+/// Decodes a standard, padded base64 MAC of exactly `len` bytes. Text longer than the padded
+/// encoding of `len` bytes is refused before decoding.
+pub(super) fn decode_base64(text: &[u8], len: usize) -> Result<MacBytes, VerifyError> {
+    if len > MAX_MAC_LEN || text.len() > len.div_ceil(3) * 4 {
+        return Err(VerifyError::WrongLength);
+    }
+    // `decode_slice` wants room for its own estimate (3 bytes per 4 characters).
+    let mut buffer = [0u8; MAX_MAC_LEN + 3];
+    let n = STANDARD
+        .decode_slice(text, &mut buffer)
+        .map_err(|_| VerifyError::Malformed)?;
+    if n != len {
+        return Err(VerifyError::WrongLength);
+    }
+    Ok(MacBytes::from_slice(&buffer[..n]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 4231, test case 2 (key "Jefe"), the HMAC-SHA-256 and HMAC-SHA-512 outputs:
+    // https://www.rfc-editor.org/rfc/rfc4231#section-4.3
+    const RFC4231_SHA256: &str = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+    const RFC4231_SHA512: &str = "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
+                                  9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737";
+
+    #[test]
+    fn hmac_primitives_match_rfc_4231() {
+        let data: &[u8] = b"what do ya want for nothing?";
+        let sha256 = Key::new(HmacAlgorithm::Sha256, b"Jefe");
+        assert_eq!(sha256.mac(&[data]).to_hex(), RFC4231_SHA256);
+        let sha512 = Key::new(HmacAlgorithm::Sha512, b"Jefe");
+        assert_eq!(sha512.mac_len(), 64);
+        // Fed in pieces, the MAC is the MAC of the concatenation.
+        assert_eq!(
+            sha512.mac(&[&data[..4], &data[4..]]).to_hex(),
+            RFC4231_SHA512
+        );
+    }
+
+    #[test]
+    fn hex_round_trips_and_checks_length_first() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        for len in [0usize, 1, 32, 64] {
+            let text = encode_hex(&bytes[..len]);
+            assert_eq!(
+                decode_hex(text.as_bytes(), len).unwrap().as_bytes(),
+                &bytes[..len]
+            );
+            let upper = text.to_ascii_uppercase();
+            assert_eq!(
+                decode_hex(upper.as_bytes(), len).unwrap().as_bytes(),
+                &bytes[..len]
+            );
+        }
+        assert_eq!(decode_hex(b"abc", 2).err(), Some(VerifyError::WrongLength));
+        assert_eq!(decode_hex(b"zz", 1).err(), Some(VerifyError::Malformed));
+        assert_eq!(decode_hex(b"+1", 1).err(), Some(VerifyError::Malformed));
+        assert_eq!(
+            decode_hex(&[b'a'; 130], 65).err(),
+            Some(VerifyError::WrongLength)
+        );
+    }
+
+    #[test]
+    fn base64_checks_length_before_and_after_decoding() {
+        let mac = Key::sha256(b"k").mac(&[b"body"]);
+        let text = mac.to_base64();
+        assert!(decode_base64(text.as_bytes(), 32).unwrap().matches(&mac));
+        assert_eq!(
+            decode_base64(b"aGVsbG8=", 32).err(),
+            Some(VerifyError::WrongLength)
+        );
+        assert_eq!(
+            decode_base64(&[b'A'; 45], 32).err(),
+            Some(VerifyError::WrongLength)
+        );
+        assert_eq!(
+            decode_base64(b"not base64!!", 32).err(),
+            Some(VerifyError::Malformed)
+        );
+        assert_eq!(decode_base64(b"", 32).err(), Some(VerifyError::WrongLength));
+    }
+
+    #[test]
+    fn matches_requires_equal_length_and_bytes() {
+        let a = Key::sha256(b"k").mac(&[b"x"]);
+        let b = Key::sha256(b"k").mac(&[b"y"]);
+        let long = Key::new(HmacAlgorithm::Sha512, b"k").mac(&[b"x"]);
+        assert!(a.matches(&a));
+        assert!(!a.matches(&b));
+        assert!(!a.matches(&long));
+        assert!(!long.matches(&a));
+    }
+}
