@@ -28,6 +28,9 @@ pub(crate) fn lower(file: file::Config) -> Config {
             max_body_bytes: route.max_body_bytes.unwrap_or(max_body_bytes).0,
             body_timeout: route.body_timeout.unwrap_or(body_timeout).0,
             verify: lower_verify(route.verify),
+            dedup: None,
+            replay: None,
+            rate_limit: None,
         })
         .collect();
     Config {
@@ -36,6 +39,8 @@ pub(crate) fn lower(file: file::Config) -> Config {
         threads: threads.0,
         upstream_timeout: upstream_timeout.0,
         routes,
+        tiers: crate::ratelimit::Tiers::builtin(),
+        unverified_per_ip: None,
     }
 }
 

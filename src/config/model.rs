@@ -6,8 +6,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
+
+pub use crate::dedup::{DedupPolicy, IdSource, MissingId, ReplayWindow};
+pub use crate::ratelimit::{LimitKey, RateLimit, Tiers};
 
 /// The whole gateway configuration, valid by construction.
 #[derive(Debug, Clone)]
@@ -22,6 +25,12 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Routes in file order; their paths never overlap.
     pub routes: Vec<Route>,
+    /// Requests per minute of every named tier: the spec's three, overridden or extended by
+    /// the file's `tiers`.
+    pub tiers: Tiers,
+    /// Per-client-IP limit (requests per minute) on requests not yet verified, checked before
+    /// the body is read. `None`: no such limit.
+    pub unverified_per_ip: Option<NonZeroU32>,
 }
 
 /// One webhook endpoint: which requests it takes, how they are verified, where they go.
@@ -36,6 +45,12 @@ pub struct Route {
     /// Total time allowed to receive the whole body.
     pub body_timeout: Duration,
     pub verify: VerifyConfig,
+    /// Deduplication by delivery ID; `None`: every verified request is forwarded.
+    pub dedup: Option<DedupPolicy>,
+    /// Refuse payloads whose `timestamp` is outside this window; `None`: no check.
+    pub replay: Option<ReplayWindow>,
+    /// The sender's tier limit; `None`: not limited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// How a route matches request paths (the query string is never part of the match).

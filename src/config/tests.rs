@@ -138,6 +138,9 @@ fn golden_every_key_set() {
                     ],
                     tolerance: None,
                 },
+                dedup: None,
+                replay: None,
+                rate_limit: None,
             },
             Route {
                 name: "messages.v2".into(),
@@ -155,8 +158,13 @@ fn golden_every_key_set() {
                     secrets: vec![Secret::new("whsec_m")],
                     tolerance: None,
                 },
+                dedup: None,
+                replay: None,
+                rate_limit: None,
             },
         ],
+        tiers: crate::ratelimit::Tiers::builtin(),
+        unverified_per_ip: None,
     };
     // `Debug` covers every field but the secrets' values (redacted); compare those apart.
     assert_eq!(format!("{config:#?}"), format!("{expected:#?}"));
