@@ -3,8 +3,8 @@
 //! Today this sends the request synchronously over a pooled HTTP/1.1 connection. It is written by
 //! hand (Pingora's connector, not its proxy loop) because Pingora replays a body read in
 //! `request_filter` only up to 64 KiB; this one path serves every size, so there is no second,
-//! rarely exercised path for large bodies. A later asynchronous mode replaces [`Forwarder::deliver`]
-//! with "enqueue, then answer 202", behind the same call.
+//! rarely exercised path for large bodies. A later asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`]
+//! with "enqueue, then answer 202", behind the same calls.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,16 +46,21 @@ pub enum ForwardError {
     Timeout(Duration),
 }
 
-/// What happened to a delivered request.
-#[derive(Debug, Clone, Copy)]
-pub struct Delivered {
-    /// The upstream's status code, as relayed to the sender.
+/// A request the upstream has answered: its response header is in, its body not yet relayed.
+pub struct Exchange {
+    session: HttpSession,
+    reuse_hash: u64,
+    /// The upstream's status code.
     pub status: u16,
     /// Time from starting the exchange to the upstream's response header.
     pub upstream_time: Duration,
-    /// Whether the whole response reached the sender. When false the sender's connection was
-    /// closed mid-response; the upstream's status still decides whether the delivery counts.
-    pub relayed: bool,
+}
+
+impl Exchange {
+    /// Whether the upstream accepted the delivery (2xx).
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 /// One upstream of a route.
@@ -90,46 +95,51 @@ impl Forwarder {
         }
     }
 
-    /// Delivers `verified` to `target` with the downstream request's method, path, query and
-    /// end-to-end headers, then relays the upstream's response to the sender.
+    /// Sends `verified` to `target` with the downstream request's method, path, query and
+    /// end-to-end headers, and waits for the upstream's response header.
     ///
-    /// Returns `Err` only when the upstream gave no response header (the caller answers 502 or
-    /// 504); once a header arrived, the result is `Ok` even if relaying it failed.
-    pub async fn deliver(
+    /// `Err` means the upstream gave no response header (the caller answers 502 or 504). The
+    /// caller then relays the answer with [`Forwarder::relay`].
+    pub async fn send(
         &self,
         target: &Target,
-        downstream: &mut Session,
+        downstream: &Session,
         verified: &Verified,
-    ) -> Result<Delivered, ForwardError> {
+    ) -> Result<Exchange, ForwardError> {
         let header = upstream_request(downstream, verified.body().len());
         let started = Instant::now();
-        let mut upstream =
+        let session =
             tokio::time::timeout(self.timeout, self.exchange(target, header, verified.body()))
                 .await
                 .map_err(|_| ForwardError::Timeout(self.timeout))??;
-        let upstream_time = started.elapsed();
-        let status = upstream
+        let status = session
             .resp_header()
             .map(|h| h.status.as_u16())
             .unwrap_or(502);
-        let relayed = self.relay(&mut upstream, downstream).await;
+        Ok(Exchange {
+            session,
+            reuse_hash: target.peer.reuse_hash(),
+            status,
+            upstream_time: started.elapsed(),
+        })
+    }
+
+    /// Streams the upstream's response to the sender, then returns the upstream connection to
+    /// the pool if it can be reused. Returns whether the whole response reached the sender;
+    /// when it did not, the sender's connection is closed.
+    pub async fn relay(&self, mut exchange: Exchange, downstream: &mut Session) -> bool {
+        let upstream = &mut exchange.session;
+        let relayed = self.stream_response(upstream, downstream).await;
         if relayed && upstream.is_body_done() {
             upstream.respect_keepalive();
-            if let Some(stream) = upstream.reuse().await {
-                self.transport.release_stream(
-                    stream,
-                    target.peer.reuse_hash(),
-                    Some(POOL_IDLE_TIMEOUT),
-                );
+            if let Some(stream) = exchange.session.reuse().await {
+                self.transport
+                    .release_stream(stream, exchange.reuse_hash, Some(POOL_IDLE_TIMEOUT));
             }
         } else {
             downstream.set_keepalive(None);
         }
-        Ok(Delivered {
-            status,
-            upstream_time,
-            relayed,
-        })
+        relayed
     }
 
     /// Sends the request and reads the response header. A pooled connection may have been
@@ -159,7 +169,7 @@ impl Forwarder {
     }
 
     /// Streams the upstream's response to the sender. Returns whether all of it got there.
-    async fn relay(&self, upstream: &mut HttpSession, downstream: &mut Session) -> bool {
+    async fn stream_response(&self, upstream: &mut HttpSession, downstream: &mut Session) -> bool {
         let Some(header) = upstream.resp_header().map(response_for_sender) else {
             return false;
         };

@@ -17,4 +17,5 @@ pub mod receiver;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod verify;

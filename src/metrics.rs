@@ -6,7 +6,7 @@
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// How the gateway disposed of a request: the `outcome` label.
@@ -38,10 +38,12 @@ pub enum Outcome {
     RateLimited,
     /// The per-client-IP limit on unverified requests was exceeded.
     IpLimited,
+    /// The dedup or rate-limit state could not be reached (fail closed).
+    StateUnavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 17] = [
         Outcome::Forwarded,
         Outcome::InvalidSignature,
         Outcome::MissingSignature,
@@ -58,6 +60,7 @@ impl Outcome {
         Outcome::StaleEvent,
         Outcome::RateLimited,
         Outcome::IpLimited,
+        Outcome::StateUnavailable,
     ];
 
     /// The label value.
@@ -79,6 +82,7 @@ impl Outcome {
             Outcome::StaleEvent => "stale_event",
             Outcome::RateLimited => "rate_limited",
             Outcome::IpLimited => "ip_limited",
+            Outcome::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -97,6 +101,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
+    dedup_entries: IntGaugeVec,
+    dedup_evictions: IntCounterVec,
 }
 
 /// Pre-resolved handles for one route label.
@@ -104,6 +110,10 @@ pub struct RouteMetrics {
     outcomes: Vec<IntCounter>,
     request_duration: Histogram,
     upstream_duration: Histogram,
+    /// `hookgate_dedup_entries{route}`: records held by the route's dedup store.
+    pub dedup_entries: IntGauge,
+    /// `hookgate_dedup_evictions_total{route}`: records evicted because the store was full.
+    pub dedup_evictions: IntCounter,
 }
 
 impl Metrics {
@@ -140,6 +150,22 @@ impl Metrics {
             &["version"],
         )
         .expect("valid metric");
+        let dedup_entries = IntGaugeVec::new(
+            Opts::new(
+                "hookgate_dedup_entries",
+                "Delivery records held by the route's dedup store (in flight and delivered)",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let dedup_evictions = IntCounterVec::new(
+            Opts::new(
+                "hookgate_dedup_evictions_total",
+                "Delivery records evicted before their TTL because the route's store was full",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -148,6 +174,8 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(build_info),
+            Box::new(dedup_entries.clone()),
+            Box::new(dedup_evictions.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -156,6 +184,8 @@ impl Metrics {
             requests,
             request_duration,
             upstream_duration,
+            dedup_entries,
+            dedup_evictions,
         }
     }
 
@@ -169,6 +199,8 @@ impl Metrics {
                 .collect(),
             request_duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route]),
+            dedup_entries: self.dedup_entries.with_label_values(&[route]),
+            dedup_evictions: self.dedup_evictions.with_label_values(&[route]),
         }
     }
 

@@ -6,39 +6,56 @@
 //! The filter always answers the sender itself and returns `Ok(true)`, so Pingora's own proxy
 //! loop (and its 64 KiB body replay limit) is never used.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use http::HeaderMap;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::body::{self, BodyError};
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::dedup::{Claim, ClaimOutcome, DedupPolicy, DeliveryStore, MissingId, ReplayWindow};
 use crate::forward::{ForwardError, Forwarder, Target};
 use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
+use crate::ratelimit::{Decision, KeyValue, LimitKey, RateLimit};
 use crate::respond::Answer;
 use crate::route::Router;
+use crate::state::State;
 use crate::verify::{self, Verifier};
 
 /// Per-process upstream connection pool size.
 const UPSTREAM_POOL_SIZE: usize = 256;
+/// How long a dedup claim outlives the upstream timeout before it expires by itself.
+const CLAIM_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// One route as the proxy runs it: its settings and everything built from them at start.
 struct RouteRuntime {
     name: String,
     max_body_bytes: u64,
-    body_timeout: std::time::Duration,
+    body_timeout: Duration,
     verifier: Box<dyn Verifier>,
+    replay: Option<ReplayWindow>,
+    rate_limit: Option<RateLimit>,
+    dedup: Option<(DedupPolicy, Arc<dyn DeliveryStore>)>,
     target: Target,
     metrics: RouteMetrics,
 }
 
-/// The gateway: routes, their verifiers and upstreams, and the forwarder.
+/// The gateway: routes, their verifiers and upstreams, the state of the stateful checks, and
+/// the forwarder.
 pub struct Gateway {
     router: Router,
     routes: Vec<RouteRuntime>,
+    state: Arc<State>,
+    clock: Arc<dyn Clock>,
+    unverified_per_ip: Option<NonZeroU32>,
+    claim_lease: Duration,
     forwarder: Forwarder,
     no_route_metrics: RouteMetrics,
 }
@@ -51,17 +68,29 @@ pub struct RequestCtx {
     status: u16,
 }
 
+/// A step that stopped the request: what to answer, and why.
+type Stop = (Outcome, Answer);
+
 impl Gateway {
-    /// Builds every route's verifier, upstream target and metric handles.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    /// Builds every route's verifier, upstream target and metric handles over `state`.
+    pub fn new(
+        config: &Config,
+        metrics: &Metrics,
+        state: Arc<State>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRuntime {
+            .enumerate()
+            .map(|(i, r)| RouteRuntime {
                 name: r.name.clone(),
                 max_body_bytes: r.max_body_bytes,
                 body_timeout: r.body_timeout,
-                verifier: verify::build(&r.verify, crate::clock::system()),
+                verifier: verify::build(&r.verify, clock.clone()),
+                replay: r.replay,
+                rate_limit: r.rate_limit.clone(),
+                dedup: r.dedup.clone().zip(state.store(i)),
                 target: Target::new(r.upstream.addr, config.upstream_timeout),
                 metrics: metrics.route(&r.name),
             })
@@ -69,8 +98,92 @@ impl Gateway {
         Self {
             router: Router::new(config.routes.iter().map(|r| &r.path)),
             routes,
+            state,
+            clock,
+            unverified_per_ip: config.unverified_per_ip,
+            claim_lease: config.upstream_timeout + CLAIM_LEASE_MARGIN,
             forwarder: Forwarder::new(UPSTREAM_POOL_SIZE, config.upstream_timeout),
             no_route_metrics: metrics.route(NO_ROUTE),
+        }
+    }
+
+    /// The optional per-IP limit on requests not yet verified (abuse shedding).
+    async fn check_unverified(&self, client: Option<IpAddr>) -> Result<(), Stop> {
+        let (Some(limit), Some(ip)) = (self.unverified_per_ip, client) else {
+            return Ok(());
+        };
+        let key = self.state.limit_keys.unverified_ip_key(ip);
+        match self.state.limiter.check(key, limit).await {
+            Ok(decision) if decision.is_allowed() => Ok(()),
+            Ok(decision) => Err((Outcome::IpLimited, limited(&decision, Outcome::IpLimited))),
+            Err(e) => Err(state_unavailable(e)),
+        }
+    }
+
+    /// The route's tier limit, counted per what its key selects. Only verified requests get here.
+    async fn check_tier(
+        &self,
+        route: &RouteRuntime,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<(), Stop> {
+        let Some(limit) = &route.rate_limit else {
+            return Ok(());
+        };
+        let value = match &limit.key {
+            LimitKey::Route => KeyValue::Route,
+            // Requests without the header share one bucket.
+            LimitKey::Header(name) => {
+                KeyValue::Header(headers.get(name).map_or(&[][..], |v| v.as_bytes()))
+            }
+            LimitKey::ClientIp => match client {
+                Some(ip) => KeyValue::ClientIp(ip),
+                None => KeyValue::Route,
+            },
+        };
+        let key = self.state.limit_keys.route_key(&route.name, value);
+        match self.state.limiter.check(key, limit.per_minute).await {
+            Ok(decision) if decision.is_allowed() => Ok(()),
+            Ok(decision) => Err((
+                Outcome::RateLimited,
+                limited(&decision, Outcome::RateLimited),
+            )),
+            Err(e) => Err(state_unavailable(e)),
+        }
+    }
+
+    /// Claims the request's delivery ID. `Ok(None)`: the route doesn't deduplicate, or the ID
+    /// is missing and the route forwards such requests.
+    async fn claim_delivery(
+        &self,
+        route: &RouteRuntime,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<Claim>, Stop> {
+        let Some((policy, store)) = &route.dedup else {
+            return Ok(None);
+        };
+        let Some(id) = policy.extract_id(headers, body) else {
+            return match policy.missing {
+                MissingId::Forward => Ok(None),
+                MissingId::Reject => Err(stop(
+                    Outcome::MissingDeliveryId,
+                    "this route needs a delivery ID to deduplicate",
+                )),
+            };
+        };
+        let key = self.state.delivery_keys.key(&route.name, id.as_bytes());
+        match Claim::acquire(store, key, self.claim_lease).await {
+            Ok(ClaimOutcome::Claimed(claim)) => Ok(Some(claim)),
+            Ok(ClaimOutcome::InFlight) => Err(stop(
+                Outcome::InFlight,
+                "this delivery is being forwarded right now; retry shortly",
+            )),
+            Ok(ClaimOutcome::Committed) => Err(stop(
+                Outcome::Duplicate,
+                "this delivery was already forwarded and accepted",
+            )),
+            Err(e) => Err(state_unavailable(e)),
         }
     }
 
@@ -92,6 +205,15 @@ impl Gateway {
             tracing::debug!(error = %e, "could not answer the sender");
         }
         Ok(true)
+    }
+
+    async fn stop(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        (outcome, answer): Stop,
+    ) -> Result<bool> {
+        self.answer(session, ctx, answer, outcome).await
     }
 
     async fn reject(
@@ -119,7 +241,9 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// framing → route → method → size → body → verify → forward. Always answers and returns `Ok(true)`.
+    /// framing → route → method → unverified per-IP limit → size → body → verify → replay
+    /// window → tier limit → dedup claim → forward → settle the claim → relay the answer.
+    /// Always answers the sender and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if let Err(why) = framing::check(session.req_header(), || session.to_h1_raw()) {
             return self.reject(session, ctx, Outcome::BadRequest, why).await;
@@ -141,6 +265,13 @@ impl ProxyHttp for Gateway {
                     "webhooks are delivered with POST",
                 )
                 .await;
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Err(stop) = self.check_unverified(client).await {
+            return self.stop(session, ctx, stop).await;
         }
         if body::declared_length(session).is_some_and(|len| len > route.max_body_bytes) {
             let message = format!(
@@ -198,40 +329,65 @@ impl ProxyHttp for Gateway {
                 return self.reject(session, ctx, outcome, e.to_string()).await;
             }
         };
-
-        match self
-            .forwarder
-            .deliver(&route.target, session, &verified)
-            .await
-        {
-            Ok(delivered) => {
-                route
-                    .metrics
-                    .record_upstream(delivered.upstream_time.as_secs_f64());
-                ctx.outcome = Some(Outcome::Forwarded);
-                ctx.status = delivered.status;
-                Ok(true)
+        if let Some(window) = &route.replay {
+            if let Err(e) = window.check_body(verified.body(), self.clock.now()) {
+                return self
+                    .reject(session, ctx, Outcome::StaleEvent, e.to_string())
+                    .await;
             }
+        }
+        let headers = &session.req_header().headers;
+        if let Err(stop) = self.check_tier(route, headers, client).await {
+            return self.stop(session, ctx, stop).await;
+        }
+        let claim = match self.claim_delivery(route, headers, verified.body()).await {
+            Ok(claim) => claim,
+            Err(stop) => return self.stop(session, ctx, stop).await,
+        };
+
+        // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
+        let exchange = match self.forwarder.send(&route.target, session, &verified).await {
+            Ok(exchange) => exchange,
             Err(ForwardError::Timeout(_)) => {
-                self.reject(
-                    session,
-                    ctx,
-                    Outcome::UpstreamTimeout,
-                    "the upstream did not answer in time",
-                )
-                .await
+                return self
+                    .reject(
+                        session,
+                        ctx,
+                        Outcome::UpstreamTimeout,
+                        "the upstream did not answer in time",
+                    )
+                    .await
             }
             Err(ForwardError::Unavailable(e)) => {
                 tracing::warn!(route = %route.name, error = %e, "upstream unavailable");
-                self.reject(
-                    session,
-                    ctx,
-                    Outcome::UpstreamError,
-                    "the upstream is unreachable or failed",
-                )
-                .await
+                return self
+                    .reject(
+                        session,
+                        ctx,
+                        Outcome::UpstreamError,
+                        "the upstream is unreachable or failed",
+                    )
+                    .await;
+            }
+        };
+        if let Some(claim) = claim {
+            // Settled before relaying, so a slow sender can't outlast the claim's lease.
+            let settled = if exchange.accepted() {
+                claim.commit().await
+            } else {
+                claim.release().await
+            };
+            if let Err(e) = settled {
+                tracing::warn!(route = %route.name, error = %e, "could not settle a dedup claim; its lease will expire it");
             }
         }
+        route
+            .metrics
+            .record_upstream(exchange.upstream_time.as_secs_f64());
+        ctx.outcome = Some(Outcome::Forwarded);
+        ctx.status = exchange.status;
+        self.forwarder.relay(exchange, session).await;
+        Ok(true)
     }
 
     /// Never reached: `request_filter` answers every request itself.
@@ -266,6 +422,35 @@ impl ProxyHttp for Gateway {
             error = error.map(|e| e.etype().as_str()).unwrap_or(""),
         );
     }
+}
+
+/// A stop with the standard answer of `outcome`.
+fn stop(outcome: Outcome, message: &str) -> Stop {
+    (outcome, Answer::for_outcome(outcome, message))
+}
+
+/// The state backend failed: fail closed, the sender retries later.
+fn state_unavailable(error: impl std::fmt::Display) -> Stop {
+    tracing::warn!(%error, "state backend unavailable");
+    stop(
+        Outcome::StateUnavailable,
+        "the gateway cannot check this delivery right now; retry later",
+    )
+}
+
+/// The 429 answer for a denied rate-limit decision, with `Retry-After` and the `RateLimit-*`
+/// headers (draft-ietf-httpapi-ratelimit-headers).
+fn limited(decision: &Decision, outcome: Outcome) -> Answer {
+    let retry_after = decision.retry_after_secs().map_or(1, |s| s.get());
+    let message = format!(
+        "rate limit of {} requests per minute exceeded; retry in {retry_after} s",
+        decision.limit
+    );
+    Answer::for_outcome(outcome, message)
+        .with_header("Retry-After", retry_after.to_string())
+        .with_header("RateLimit-Limit", decision.limit.to_string())
+        .with_header("RateLimit-Remaining", decision.remaining.to_string())
+        .with_header("RateLimit-Reset", decision.reset_secs.to_string())
 }
 
 fn is_expect_continue(session: &Session) -> bool {

@@ -60,6 +60,7 @@ impl Answer {
             Outcome::StaleEvent => (401, "stale_event"),
             Outcome::RateLimited => (429, "rate_limited"),
             Outcome::IpLimited => (429, "ip_limited"),
+            Outcome::StateUnavailable => (503, "state_unavailable"),
             // Forwarded requests are answered by the upstream; this is a programming error
             // turned into a safe answer rather than a panic.
             Outcome::Forwarded => (500, "internal_error"),
@@ -68,7 +69,7 @@ impl Answer {
         match outcome {
             Outcome::MethodNotAllowed => answer.with_header("Allow", "POST"),
             Outcome::Duplicate => answer.with_header("X-Hookgate-Duplicate", "true"),
-            Outcome::InFlight => answer.with_header("Retry-After", "1"),
+            Outcome::InFlight | Outcome::StateUnavailable => answer.with_header("Retry-After", "1"),
             _ => answer,
         }
     }

@@ -1,15 +1,18 @@
-//! Assembles the Pingora server: the proxy service and the admin service.
+//! Assembles the Pingora server: the proxy service, the admin service and the state
+//! maintenance job.
 
 use std::sync::Arc;
 
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::state::{Maintenance, State};
 
 /// Pingora's own settings, derived from ours (River's approach: users never see Pingora's YAML).
 fn server_conf(config: &Config) -> ServerConf {
@@ -37,7 +40,18 @@ pub fn build(config: &Config) -> Server {
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(config, metrics.clone());
+    let clock = crate::clock::system();
+    let state = Arc::new(State::memory(config, clock.clone()));
+    let gateway = Gateway::new(config, &metrics, state.clone(), clock);
+    let route_metrics = config
+        .routes
+        .iter()
+        .map(|r| metrics.route(&r.name))
+        .collect();
+    let maintenance = background_service(
+        "hookgate state maintenance",
+        Maintenance::new(state, route_metrics),
+    );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -52,6 +66,7 @@ pub fn build(config: &Config) -> Server {
 
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(maintenance);
     server
 }
 

@@ -6,9 +6,11 @@
 //! - an owned snapshot of the environment variables the file refers to (the caller's lookup is
 //!   a borrowed `&dyn Fn`, which cannot be stored in a thread-local), used by `${NAME}` expansion;
 //! - the routes deserialized so far, so a route's `name` and `path` can be checked against the
-//!   earlier ones right where they are read (duplicate names, overlapping paths).
+//!   earlier ones right where they are read (duplicate names, overlapping paths);
+//! - an error that lowering found ([`Deferred`]), when the file is read a second time to place
+//!   it: the value it concerns raises it while it is deserialized ([`deferred_error`]).
 //!
-//! Outside [`scoped`], the environment is empty and no routes are known.
+//! Outside [`scoped`], the environment is empty, no routes are known and nothing is deferred.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +24,52 @@ pub(crate) struct ParseContext {
     pub env: HashMap<String, Option<String>>,
     /// Routes already read, in file order.
     pub routes: Vec<SeenRoute>,
+    /// The error to raise at its key (second reading only).
+    pub deferred: Option<Deferred>,
+}
+
+/// An error that needs the whole file to be found, which lowering finds (an unknown `tier`:
+/// the top-level `tiers` may come after `routes`; `rate_limit_key` without `tier`; a `dedup`
+/// block without an ID source on a scheme that defines none, where `verify` may come after
+/// `dedup`).
+///
+/// serde_yaml gives a position only to errors raised while it deserializes a value, so
+/// `config::parse` then reads the file again with this installed, and the value it names raises
+/// it ([`deferred_error`]): the error gets that value's line and key path like any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Deferred {
+    /// Index of the route in `routes`.
+    pub route: usize,
+    pub key: RouteKey,
+    pub message: String,
+}
+
+impl Deferred {
+    /// The key path the error concerns (`routes[1].tier`).
+    pub fn key_path(&self) -> String {
+        format!("routes[{}].{}", self.route, self.key.as_str())
+    }
+}
+
+/// A route key whose value may raise a [`Deferred`] error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteKey {
+    /// The `tier` value.
+    Tier,
+    /// The `rate_limit_key` value.
+    RateLimitKey,
+    /// The `dedup` mapping (raised once the mapping is read: its first line).
+    Dedup,
+}
+
+impl RouteKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tier => "tier",
+            Self::RateLimitKey => "rate_limit_key",
+            Self::Dedup => "dedup",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -79,4 +127,16 @@ pub(crate) fn find_seen_route(check: impl Fn(&SeenRoute) -> bool) -> Option<(usi
 /// Records a fully read route so that later routes are checked against it.
 pub(crate) fn push_seen_route(route: SeenRoute) {
     with(|context| context.routes.push(route));
+}
+
+/// The message of the [`Deferred`] error for `key` of the route being read, if that is where it
+/// belongs. The route being read is the one after those already recorded.
+pub(crate) fn deferred_error(key: RouteKey) -> Option<String> {
+    with(|context| {
+        context
+            .deferred
+            .as_ref()
+            .filter(|deferred| deferred.key == key && deferred.route == context.routes.len())
+            .map(|deferred| deferred.message.clone())
+    })
 }

@@ -11,10 +11,14 @@ use std::num::NonZeroUsize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::context::{self, SeenRoute};
+use super::context::{self, RouteKey, SeenRoute};
+use super::model::IdSource;
 use super::value::{Algorithm, Encoding, SchemeName, SecretsSeed, SignaturePrefix, Template};
 use super::value::{
     ByteLimit, HeaderName, ListenAddr, RouteName, RoutePath, Secrets, Threads, Timeout, UpstreamUrl,
+};
+use super::value::{
+    Capacity, IdSourceSeed, Missing, PerMinute, RateLimitKey, SourceKey, TierRef, TierTable,
 };
 
 /// Default values of optional keys (also documented in `config/hookgate.yaml`).
@@ -40,6 +44,12 @@ pub mod defaults {
     /// `verify.tolerance`, for every scheme that signs a timestamp (Standard Webhooks, Stripe
     /// and Slack all use 5 minutes).
     pub const VERIFY_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+    /// `dedup.ttl` (24 hours).
+    pub const DEDUP_TTL: Duration = crate::dedup::DEFAULT_TTL;
+    /// `dedup.capacity`.
+    pub const DEDUP_CAPACITY: std::num::NonZeroUsize = crate::dedup::DEFAULT_CAPACITY;
+    /// `replay.max_skew`.
+    pub const REPLAY_MAX_SKEW: Duration = Duration::from_secs(30);
 }
 
 /// The whole file.
@@ -61,7 +71,12 @@ pub(crate) struct Config {
     #[serde(default = "default_body_timeout")]
     pub body_timeout: Timeout,
     pub routes: Routes,
-    // Planned top-level keys: `tiers`, `unverified_per_ip`, `state`.
+    /// The built-in tiers, overridden or extended.
+    #[serde(default)]
+    pub tiers: TierTable,
+    #[serde(default)]
+    pub unverified_per_ip: Option<PerMinute>,
+    // Planned top-level key: `state`.
 }
 
 /// One entry of `routes`.
@@ -78,7 +93,131 @@ pub(crate) struct Route {
     #[serde(default)]
     pub body_timeout: Option<Timeout>,
     pub verify: Verify,
-    // Planned route keys: `dedup`, `tier`, `rate_limit_key`, `events`, `replay`.
+    /// `None`: no deduplication. An empty `dedup:` is `dedup: {}` (every default).
+    #[serde(default, deserialize_with = "present")]
+    pub dedup: Option<Dedup>,
+    /// `None`: no replay window. An empty `replay:` lacks `max_age`.
+    #[serde(default, deserialize_with = "present")]
+    pub replay: Option<Replay>,
+    /// `None`: not rate-limited.
+    #[serde(default)]
+    pub tier: Option<TierRef>,
+    /// Only with `tier`; `None`: `route`.
+    #[serde(default)]
+    pub rate_limit_key: Option<RateLimitKey>,
+    // Planned route key: `events`.
+}
+
+/// For a key whose empty value (`key:` and nothing else) means an empty mapping rather than
+/// "left out" (serde's `Option` would read it as `None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// A route's `replay` mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Replay {
+    pub max_age: Timeout,
+    #[serde(default = "default_replay_max_skew")]
+    pub max_skew: Timeout,
+}
+
+/// A route's `dedup` mapping, every key optional.
+///
+/// Read by hand so that setting two ID sources (`header`, `json`, `body_hash`) is reported at
+/// the second one's line (see [`IdSourceSeed`]). When none is set, the source is the route's
+/// scheme's default, which lowering resolves (`verify` may come after `dedup`); a scheme without
+/// one is then reported at this mapping through [`context::deferred_error`].
+#[derive(Debug)]
+pub(crate) struct Dedup {
+    /// `None`: the scheme's default.
+    pub source: Option<IdSource>,
+    pub ttl: Timeout,
+    pub capacity: Capacity,
+    pub missing: Missing,
+}
+
+/// The keys of a `dedup` mapping.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum DedupKey {
+    Header,
+    Json,
+    BodyHash,
+    Ttl,
+    Capacity,
+    Missing,
+}
+
+const DEDUP_KEYS: &[&str] = &["header", "json", "body_hash", "ttl", "capacity", "missing"];
+
+impl<'de> Deserialize<'de> for Dedup {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("Dedup", DEDUP_KEYS, DedupVisitor)
+    }
+}
+
+struct DedupVisitor;
+
+impl<'de> Visitor<'de> for DedupVisitor {
+    type Value = Dedup;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `dedup` mapping (`{}` for every default)")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Dedup, A::Error> {
+        let mut source: Option<(SourceKey, IdSource)> = None;
+        let mut ttl = None;
+        let mut capacity = None;
+        let mut missing = None;
+        while let Some(key) = map.next_key::<DedupKey>()? {
+            let source_key = match key {
+                DedupKey::Header => SourceKey::Header,
+                DedupKey::Json => SourceKey::Json,
+                DedupKey::BodyHash => SourceKey::BodyHash,
+                DedupKey::Ttl => {
+                    once(&mut ttl, "ttl", map.next_value()?)?;
+                    continue;
+                }
+                DedupKey::Capacity => {
+                    once(&mut capacity, "capacity", map.next_value()?)?;
+                    continue;
+                }
+                DedupKey::Missing => {
+                    once(&mut missing, "missing", map.next_value()?)?;
+                    continue;
+                }
+            };
+            let seed = IdSourceSeed {
+                key: source_key,
+                earlier: source.as_ref().map(|(earlier, _)| *earlier),
+            };
+            source = Some((source_key, map.next_value_seed(seed)?));
+        }
+        if let Some(message) = context::deferred_error(RouteKey::Dedup) {
+            return Err(de::Error::custom(message));
+        }
+        Ok(Dedup {
+            source: source.map(|(_, source)| source),
+            ttl: ttl.unwrap_or(Timeout(defaults::DEDUP_TTL)),
+            capacity: capacity.unwrap_or(Capacity(defaults::DEDUP_CAPACITY)),
+            missing: missing.unwrap_or(Missing(Default::default())),
+        })
+    }
+}
+
+/// Sets `slot` to `value`, or fails on a repeated key. (`scan` reports repeated keys first, at
+/// the key; this is the same check serde's derived structs make.)
+fn once<T, E: de::Error>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(key));
+    }
+    *slot = Some(value);
+    Ok(())
 }
 
 /// A route's `verify` mapping.
@@ -151,17 +290,6 @@ impl<'de> Visitor<'de> for VerifyVisitor {
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Verify, A::Error> {
-        fn once<T, E: de::Error>(
-            slot: &mut Option<T>,
-            key: &'static str,
-            value: T,
-        ) -> Result<(), E> {
-            if slot.is_some() {
-                return Err(E::duplicate_field(key));
-            }
-            *slot = Some(value);
-            Ok(())
-        }
         let mut scheme: Option<SchemeName> = None;
         let mut header = None;
         let mut secrets = None;
@@ -339,6 +467,10 @@ fn default_upstream_timeout() -> Timeout {
 
 fn default_body_timeout() -> Timeout {
     Timeout(defaults::BODY_TIMEOUT)
+}
+
+fn default_replay_max_skew() -> Timeout {
+    Timeout(defaults::REPLAY_MAX_SKEW)
 }
 
 fn default_verify_header() -> HeaderName {

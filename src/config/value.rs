@@ -9,16 +9,16 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::context::{self, SeenRoute};
+use super::context::{self, RouteKey, SeenRoute};
 use super::model::{
-    standard_webhooks_key, HmacAlgorithm, PathPattern, Secret, SignatureEncoding, SignedContent,
-    Upstream,
+    standard_webhooks_key, HmacAlgorithm, IdSource, LimitKey, MissingId, PathPattern, Secret,
+    SignatureEncoding, SignedContent, Tiers, Upstream,
 };
 
 /// Deserializes a scalar as a string, expands `${NAME}` in it, and converts it with `convert`.
@@ -93,48 +93,69 @@ impl<'de> Deserialize<'de> for Timeout {
     }
 }
 
-/// An integer >= 1, written as a YAML integer or as a string (so `"${THREADS}"` works).
-fn positive_integer<'de, D: Deserializer<'de>>(
+/// An integer >= 1, written as a YAML integer or as a string (so `"${THREADS}"` works), then
+/// converted by `convert`, which runs inside the visitor so that its error gets the value's
+/// position too.
+fn positive_integer<'de, D, T, F>(
     deserializer: D,
     expecting: &'static str,
-) -> Result<u64, D::Error> {
-    struct PositiveVisitor(&'static str);
-    impl PositiveVisitor {
-        fn check<E: de::Error>(value: u64) -> Result<u64, E> {
+    convert: F,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(u64) -> Result<T, String>,
+{
+    struct PositiveVisitor<F> {
+        expecting: &'static str,
+        convert: F,
+    }
+    impl<F> PositiveVisitor<F> {
+        fn check<T, E: de::Error>(self, value: u64) -> Result<T, E>
+        where
+            F: FnOnce(u64) -> Result<T, String>,
+        {
             if value == 0 {
                 Err(E::custom("must be at least 1"))
             } else {
-                Ok(value)
+                (self.convert)(value).map_err(E::custom)
             }
         }
     }
-    impl Visitor<'_> for PositiveVisitor {
-        type Value = u64;
+    impl<T, F: FnOnce(u64) -> Result<T, String>> Visitor<'_> for PositiveVisitor<F> {
+        type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(self.0)
+            f.write_str(self.expecting)
         }
-        fn visit_u64<E: de::Error>(self, value: u64) -> Result<u64, E> {
-            Self::check(value)
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<T, E> {
+            self.check(value)
         }
-        fn visit_i64<E: de::Error>(self, value: i64) -> Result<u64, E> {
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<T, E> {
             match u64::try_from(value) {
-                Ok(value) => Self::check(value),
+                Ok(value) => self.check(value),
                 Err(_) => Err(E::custom("must be at least 1")),
             }
         }
-        fn visit_f64<E: de::Error>(self, value: f64) -> Result<u64, E> {
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<T, E> {
             Err(E::custom(format!("`{value}` is not a whole number")))
         }
-        fn visit_str<E: de::Error>(self, value: &str) -> Result<u64, E> {
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
             let text = context::expand(value).map_err(E::custom)?;
             match text.trim().parse::<u64>() {
-                Ok(value) => Self::check(value),
+                Ok(value) => self.check(value),
                 Err(_) if text.trim().starts_with('-') => Err(E::custom("must be at least 1")),
                 Err(_) => Err(E::custom(format!("`{text}` is not a whole number"))),
             }
         }
     }
-    deserializer.deserialize_any(PositiveVisitor(expecting))
+    deserializer.deserialize_any(PositiveVisitor { expecting, convert })
+}
+
+/// `value` as a `NonZeroU32` (`value` is already >= 1).
+fn non_zero_u32(value: u64) -> Result<NonZeroU32, String> {
+    u32::try_from(value)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("`{value}` is too large (at most {})", u32::MAX))
 }
 
 /// A number of worker threads (>= 1).
@@ -143,12 +164,13 @@ pub(crate) struct Threads(pub NonZeroUsize);
 
 impl<'de> Deserialize<'de> for Threads {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = positive_integer(deserializer, "a number of threads (at least 1)")?;
-        usize::try_from(value)
-            .ok()
-            .and_then(NonZeroUsize::new)
-            .map(Self)
-            .ok_or_else(|| de::Error::custom("too many threads"))
+        positive_integer(deserializer, "a number of threads (at least 1)", |value| {
+            usize::try_from(value)
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .map(Self)
+                .ok_or_else(|| "too many threads".to_string())
+        })
     }
 }
 
@@ -158,7 +180,9 @@ pub(crate) struct ByteLimit(pub u64);
 
 impl<'de> Deserialize<'de> for ByteLimit {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        positive_integer(deserializer, "a size in bytes (at least 1)").map(Self)
+        positive_integer(deserializer, "a size in bytes (at least 1)", |value| {
+            Ok(Self(value))
+        })
     }
 }
 
@@ -316,16 +340,18 @@ pub(crate) struct HeaderName(pub http::HeaderName);
 impl<'de> Deserialize<'de> for HeaderName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         parse_scalar(deserializer, "an HTTP header name", |text| {
-            http::HeaderName::from_bytes(text.as_bytes())
-                .map(Self)
-                .map_err(|_| {
-                    format!(
-                        "`{text}` is not a valid HTTP header name (letters, digits and \
-                         `!#$%&'*+-.^_|~` only, no spaces or `:`)"
-                    )
-                })
+            parse_header_name(&text).map(Self)
         })
     }
+}
+
+fn parse_header_name(text: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+        format!(
+            "`{text}` is not a valid HTTP header name (letters, digits and \
+             `!#$%&'*+-.^_|~` only, no spaces or `:`)"
+        )
+    })
 }
 
 /// A non-empty list of non-empty secrets. No error message ever contains a secret's value
@@ -556,4 +582,267 @@ impl<'de> Deserialize<'de> for Template {
             |text| SignedContent::parse(&text).map(Self),
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits: `tiers`, `unverified_per_ip`, a route's `tier` and `rate_limit_key`
+
+/// A limit in requests per minute (>= 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PerMinute(pub NonZeroU32);
+
+impl<'de> Deserialize<'de> for PerMinute {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        positive_integer(deserializer, "requests per minute (at least 1)", |value| {
+            non_zero_u32(value).map(Self)
+        })
+    }
+}
+
+/// The top-level `tiers` mapping (name: requests per minute), over the built-in tiers: an
+/// entry overrides a built-in tier or adds one. A bad name is reported at its value, whose
+/// key path names it (`tiers.<name>`); a repeated name was reported by `scan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TierTable(pub Tiers);
+
+impl Default for TierTable {
+    fn default() -> Self {
+        Self(Tiers::builtin())
+    }
+}
+
+impl<'de> Deserialize<'de> for TierTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TiersVisitor;
+        impl<'de> Visitor<'de> for TiersVisitor {
+            type Value = Tiers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of tier names to requests per minute")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Tiers, A::Error> {
+                let mut tiers = Tiers::builtin();
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value_seed(TierSeed {
+                        tiers: &mut tiers,
+                        name: &name,
+                    })?;
+                }
+                Ok(tiers)
+            }
+        }
+        deserializer.deserialize_map(TiersVisitor).map(Self)
+    }
+}
+
+/// One entry of `tiers`: its limit, added to `tiers` inside the value's visitor so that a name
+/// [`Tiers::set`] refuses is reported at this entry's line.
+struct TierSeed<'a> {
+    tiers: &'a mut Tiers,
+    name: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for TierSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let Self { tiers, name } = self;
+        positive_integer(deserializer, "requests per minute (at least 1)", |value| {
+            let per_minute = non_zero_u32(value)?;
+            tiers.set(name, per_minute).map(drop)
+        })
+    }
+}
+
+/// A route's `tier`. Whether the tier exists is known only once the whole file is read (the
+/// top-level `tiers` may come after `routes`), so lowering checks it and reports an unknown
+/// tier through [`context::deferred_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TierRef(pub String);
+
+impl<'de> Deserialize<'de> for TierRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "a tier name", |text| {
+            let name = text.trim();
+            if name.is_empty() {
+                return Err("the tier name is empty".to_string());
+            }
+            match context::deferred_error(RouteKey::Tier) {
+                Some(message) => Err(message),
+                None => Ok(Self(name.to_string())),
+            }
+        })
+    }
+}
+
+/// A route's `rate_limit_key`: `route`, `header:NAME` or `client_ip` ([`LimitKey::parse`]).
+/// Lowering refuses it on a route without `tier`, through [`context::deferred_error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RateLimitKey(pub LimitKey);
+
+impl<'de> Deserialize<'de> for RateLimitKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let expecting = "`route`, `header:NAME` or `client_ip`";
+        parse_scalar(deserializer, expecting, |text| {
+            let key = LimitKey::parse(text.trim())?;
+            match context::deferred_error(RouteKey::RateLimitKey) {
+                Some(message) => Err(message),
+                None => Ok(Self(key)),
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deduplication: a route's `dedup` values
+
+/// `dedup.capacity`: records kept for the route (>= 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capacity(pub NonZeroUsize);
+
+impl<'de> Deserialize<'de> for Capacity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        positive_integer(deserializer, "a number of entries (at least 1)", |value| {
+            usize::try_from(value)
+                .ok()
+                .and_then(NonZeroUsize::new)
+                .map(Self)
+                .ok_or_else(|| format!("`{value}` is too large"))
+        })
+    }
+}
+
+/// `dedup.missing`: `reject` or `forward`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Missing(pub MissingId);
+
+impl<'de> Deserialize<'de> for Missing {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "`reject` or `forward`", |text| {
+            match text.trim().to_ascii_lowercase().as_str() {
+                "reject" => Ok(Self(MissingId::Reject)),
+                "forward" => Ok(Self(MissingId::Forward)),
+                _ => Err(format!(
+                    "unknown value `{text}`; expected `reject` (answer 400) or `forward` \
+                     (forward without deduplication)"
+                )),
+            }
+        })
+    }
+}
+
+/// The keys of `dedup` that say where the delivery ID is; at most one may be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceKey {
+    Header,
+    Json,
+    BodyHash,
+}
+
+impl SourceKey {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Json => "json",
+            Self::BodyHash => "body_hash",
+        }
+    }
+}
+
+/// Reads the value of the source key `key` of a `dedup` mapping. `earlier` is the source key
+/// already read in that mapping, if any: then this one is an error, raised inside this value's
+/// visitor so that it names this key and its line.
+pub(crate) struct IdSourceSeed {
+    pub key: SourceKey,
+    pub earlier: Option<SourceKey>,
+}
+
+impl IdSourceSeed {
+    fn conflict(&self) -> Result<(), String> {
+        match self.earlier {
+            Some(earlier) => Err(format!(
+                "`{}` and `{}` are both set; the delivery ID comes from one source: set only \
+                 one of `header`, `json` and `body_hash`",
+                self.key.as_str(),
+                earlier.as_str()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for IdSourceSeed {
+    type Value = IdSource;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<IdSource, D::Error> {
+        match self.key {
+            SourceKey::Header => parse_scalar(deserializer, "an HTTP header name", |text| {
+                self.conflict()?;
+                parse_header_name(text.trim()).map(IdSource::Header)
+            }),
+            SourceKey::Json => parse_scalar(deserializer, "a JSON pointer such as `/id`", |text| {
+                self.conflict()?;
+                parse_json_pointer(&text).map(IdSource::JsonPointer)
+            }),
+            SourceKey::BodyHash => deserializer.deserialize_any(BodyHashVisitor(self)),
+        }
+    }
+}
+
+/// `body_hash`: only `true` means something (`false` alone would silently fall back to the
+/// scheme's default source, which is surely not what was meant).
+struct BodyHashVisitor(IdSourceSeed);
+
+impl BodyHashVisitor {
+    fn finish<E: de::Error>(self, value: bool) -> Result<IdSource, E> {
+        self.0.conflict().map_err(E::custom)?;
+        if value {
+            Ok(IdSource::BodyHash)
+        } else {
+            Err(E::custom(
+                "`body_hash: false` does nothing: set body_hash: true or leave it out (the \
+                 scheme's delivery ID, or `header` or `json`, is used then)",
+            ))
+        }
+    }
+}
+
+impl Visitor<'_> for BodyHashVisitor {
+    type Value = IdSource;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`true`")
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<IdSource, E> {
+        self.finish(value)
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<IdSource, E> {
+        let text = context::expand(value).map_err(E::custom)?;
+        match text.trim() {
+            "true" => self.finish(true),
+            "false" => self.finish(false),
+            _ => Err(E::custom(format!("`{text}` is not `true` or `false`"))),
+        }
+    }
+}
+
+/// A JSON pointer (RFC 6901): empty (the whole document) or `/`-separated reference tokens, in
+/// which `~` is only found escaped as `~0` (`~`) or `~1` (`/`).
+fn parse_json_pointer(text: &str) -> Result<String, String> {
+    if !text.is_empty() && !text.starts_with('/') {
+        return Err(format!(
+            "JSON pointer `{text}` must be empty or start with `/` (e.g. `/id` or `/data/id`)"
+        ));
+    }
+    let mut rest = text;
+    while let Some(at) = rest.find('~') {
+        rest = &rest[at + 1..];
+        if !rest.starts_with(['0', '1']) {
+            return Err(format!(
+                "JSON pointer `{text}`: `~` must be followed by `0` (for `~`) or `1` (for `/`)"
+            ));
+        }
+    }
+    Ok(text.to_string())
 }
