@@ -95,7 +95,12 @@ impl Upstream {
     }
 
     pub async fn start_with(behavior: Behavior) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0, behavior).await
+    }
+
+    /// An upstream on a given port (0: any free one).
+    pub async fn start_on(port: u16, behavior: Behavior) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -283,6 +288,19 @@ impl Gateway {
             upstream.url()
         );
         Self::start(&routes, extra_yaml).await
+    }
+
+    /// POSTs `body` signed with `secret` to `path` with delivery ID `id`.
+    pub async fn deliver(&self, path: &str, id: &str, body: &[u8]) -> Response {
+        let sig = sign(SECRET, body);
+        post(
+            self.addr,
+            path,
+            &[("X-Webhook-Signature", &sig), ("X-Webhook-Delivery-Id", id)],
+            body,
+        )
+        .await
+        .unwrap()
     }
 
     /// POSTs `body` signed with `secret` to `path`.
