@@ -113,12 +113,24 @@ impl SampleEvent {
     }
 }
 
-/// `hookgate check`: the summary printed for a valid configuration.
+/// `hookgate check`: the summary printed for a valid configuration. Each route's line is
+/// followed by one listing its deduplication, replay window and rate limit, if it has any.
 pub fn summary(config: &Config) -> String {
+    use humantime::format_duration;
     let mut out = format!(
         "configuration OK: listen {}, admin {}, {} thread(s), upstream timeout {:?}\n",
         config.listen, config.admin_listen, config.threads, config.upstream_timeout
     );
+    let tiers: Vec<String> = config
+        .tiers
+        .iter()
+        .map(|(name, per_minute)| format!("{name} {per_minute}/min"))
+        .collect();
+    out.push_str(&format!("  tiers: {}", tiers.join(", ")));
+    if let Some(limit) = config.unverified_per_ip {
+        out.push_str(&format!("; unverified requests: {limit}/min per client IP"));
+    }
+    out.push('\n');
     for r in &config.routes {
         out.push_str(&format!(
             "  route {:<16} {:<28} -> {}  ({} secret(s), header {}, max body {} B, body timeout {:?})\n",
@@ -130,6 +142,39 @@ pub fn summary(config: &Config) -> String {
             r.max_body_bytes,
             r.body_timeout
         ));
+        let mut settings = Vec::new();
+        if let Some(dedup) = &r.dedup {
+            let source = match &dedup.source {
+                config::model::IdSource::Header(name) => format!("header {name}"),
+                config::model::IdSource::JsonPointer(pointer) => format!("JSON {pointer:?}"),
+                config::model::IdSource::BodyHash => "body hash".to_string(),
+            };
+            let missing = match dedup.missing {
+                config::model::MissingId::Reject => "reject",
+                config::model::MissingId::Forward => "forward",
+            };
+            settings.push(format!(
+                "dedup by {source} (ttl {}, capacity {}, missing ID: {missing})",
+                format_duration(dedup.ttl),
+                dedup.capacity
+            ));
+        }
+        if let Some(replay) = &r.replay {
+            settings.push(format!(
+                "replay window: max age {}, max skew {}",
+                format_duration(replay.max_age),
+                format_duration(replay.max_skew)
+            ));
+        }
+        if let Some(limit) = &r.rate_limit {
+            settings.push(format!(
+                "tier {} ({}/min per {})",
+                limit.tier_name, limit.per_minute, limit.key
+            ));
+        }
+        if !settings.is_empty() {
+            out.push_str(&format!("        {}\n", settings.join("; ")));
+        }
     }
     out
 }

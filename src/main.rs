@@ -39,6 +39,10 @@ fn main() -> ExitCode {
         Command::Check { config } => match cli::load_config(&config) {
             Ok(c) => {
                 print!("{}", cli::summary(&c));
+                // Settings that load but probably don't do what was meant; still a valid file.
+                for warning in hookgate::config::warnings(&c) {
+                    eprintln!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

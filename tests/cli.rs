@@ -110,3 +110,30 @@ async fn send_delivers_a_signed_sample_through_the_gateway() {
     let payload: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(payload["event"], "message.received");
 }
+
+#[test]
+fn check_warns_about_a_dedup_capacity_below_the_tier_rate_and_still_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warn.yaml");
+    std::fs::write(
+        &path,
+        "routes:\n  - name: a\n    path: /a\n    upstream: http://127.0.0.1:3000\n    verify:\n      secrets: [whsec_x]\n    tier: free\n    dedup: { ttl: 1h, capacity: 100 }\n",
+    )
+    .unwrap();
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("tier free"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "warning: route `a`: dedup capacity 100 is below the 3600 entries that ttl 1h needs"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("warning:"),
+        "warnings go to stderr: {stdout}"
+    );
+}

@@ -7,8 +7,9 @@
 //!   a borrowed `&dyn Fn`, which cannot be stored in a thread-local), used by `${NAME}` expansion;
 //! - the routes deserialized so far, so a route's `name` and `path` can be checked against the
 //!   earlier ones right where they are read (duplicate names, overlapping paths);
-//! - an error that lowering found ([`Deferred`]), when the file is read a second time to place
-//!   it: the value it concerns raises it while it is deserialized ([`deferred_error`]).
+//! - the errors that lowering found ([`Deferred`]), when the file is read a second time to place
+//!   them: the value each concerns raises it while it is deserialized ([`deferred_error`]), so
+//!   the first one in file order is reported.
 //!
 //! Outside [`scoped`], the environment is empty, no routes are known and nothing is deferred.
 
@@ -24,8 +25,8 @@ pub(crate) struct ParseContext {
     pub env: HashMap<String, Option<String>>,
     /// Routes already read, in file order.
     pub routes: Vec<SeenRoute>,
-    /// The error to raise at its key (second reading only).
-    pub deferred: Option<Deferred>,
+    /// The errors to raise at their keys (second reading only).
+    pub deferred: Vec<Deferred>,
 }
 
 /// An error that needs the whole file to be found, which lowering finds (an unknown `tier`:
@@ -35,7 +36,8 @@ pub(crate) struct ParseContext {
 ///
 /// serde_yaml gives a position only to errors raised while it deserializes a value, so
 /// `config::parse` then reads the file again with this installed, and the value it names raises
-/// it ([`deferred_error`]): the error gets that value's line and key path like any other.
+/// it ([`deferred_error`]): the error gets that value's line and key path like any other. With
+/// several, the one read first is reported, as a first reading would have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Deferred {
     /// Index of the route in `routes`.
@@ -129,14 +131,13 @@ pub(crate) fn push_seen_route(route: SeenRoute) {
     with(|context| context.routes.push(route));
 }
 
-/// The message of the [`Deferred`] error for `key` of the route being read, if that is where it
-/// belongs. The route being read is the one after those already recorded.
+/// The message of the [`Deferred`] error for `key` of the route being read, if there is one. The route being read is the one after those already recorded.
 pub(crate) fn deferred_error(key: RouteKey) -> Option<String> {
     with(|context| {
         context
             .deferred
-            .as_ref()
-            .filter(|deferred| deferred.key == key && deferred.route == context.routes.len())
+            .iter()
+            .find(|deferred| deferred.key == key && deferred.route == context.routes.len())
             .map(|deferred| deferred.message.clone())
     })
 }

@@ -1,14 +1,24 @@
 //! Lowering: the validated file schema becomes the internal model.
 //!
 //! Values were validated while they were deserialized (see [`super::value`]); what is left here
-//! is resolving defaults and per-route overrides, so it cannot fail.
+//! is resolving defaults and per-route overrides, and the checks that need the whole file: a
+//! route's `tier` must exist (the top-level `tiers` may come after `routes`), `rate_limit_key`
+//! needs `tier`, and a `dedup` block without an ID source needs a scheme that defines one
+//! (`verify` may come after `dedup`). Those fail with [`Deferred`] errors, all of them, so that
+//! `config::parse`, which places them at their keys by reading the file again, reports the
+//! first in file order.
 
+use std::sync::Arc;
+
+use super::context::{Deferred, RouteKey};
 use super::file;
 use super::model::{Config, Route, VerifyConfig};
+use super::model::{DedupPolicy, IdSource, LimitKey, RateLimit, ReplayWindow, Tiers};
 use super::model::{HmacAlgorithm, HmacScheme, Scheme, SignatureEncoding, SignedContent};
-use super::value::SchemeName;
+use super::value::{RateLimitKey, SchemeName, TierRef};
+use crate::verify::DeliveryIdSource;
 
-pub(crate) fn lower(file: file::Config) -> Config {
+pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
     let file::Config {
         listen,
         admin_listen,
@@ -17,30 +27,111 @@ pub(crate) fn lower(file: file::Config) -> Config {
         upstream_timeout,
         body_timeout,
         routes,
+        tiers,
+        unverified_per_ip,
     } = file;
-    let routes = routes
-        .0
-        .into_iter()
-        .map(|route| Route {
+    let tiers = tiers.0;
+    let mut lowered = Vec::with_capacity(routes.0.len());
+    let mut errors = Vec::new();
+    for (index, route) in routes.0.into_iter().enumerate() {
+        let mut failed = |key, message| {
+            errors.push(Deferred {
+                route: index,
+                key,
+                message,
+            })
+        };
+        let verify = lower_verify(route.verify);
+        let rate_limit = lower_rate_limit(&tiers, route.tier, route.rate_limit_key)
+            .map_err(|(key, message)| failed(key, message));
+        let dedup = route
+            .dedup
+            .map(|dedup| lower_dedup(dedup, &verify))
+            .transpose()
+            .map_err(|message| failed(RouteKey::Dedup, message));
+        let (Ok(rate_limit), Ok(dedup)) = (rate_limit, dedup) else {
+            continue;
+        };
+        lowered.push(Route {
             name: route.name.0,
             path: route.path.0,
             upstream: route.upstream.0,
             max_body_bytes: route.max_body_bytes.unwrap_or(max_body_bytes).0,
             body_timeout: route.body_timeout.unwrap_or(body_timeout).0,
-            verify: lower_verify(route.verify),
-            dedup: None,
-            replay: None,
-            rate_limit: None,
-        })
-        .collect();
-    Config {
+            verify,
+            dedup,
+            replay: route.replay.map(|replay| ReplayWindow {
+                max_age: replay.max_age.0,
+                max_skew: replay.max_skew.0,
+            }),
+            rate_limit,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Config {
         listen: listen.0,
         admin_listen: admin_listen.0,
         threads: threads.0,
         upstream_timeout: upstream_timeout.0,
-        routes,
-        tiers: crate::ratelimit::Tiers::builtin(),
-        unverified_per_ip: None,
+        routes: lowered,
+        tiers,
+        unverified_per_ip: unverified_per_ip.map(|limit| limit.0),
+    })
+}
+
+/// A route's `tier` and `rate_limit_key` (default `route`).
+fn lower_rate_limit(
+    tiers: &Tiers,
+    tier: Option<TierRef>,
+    key: Option<RateLimitKey>,
+) -> Result<Option<RateLimit>, (RouteKey, String)> {
+    match (tier, key) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err((
+            RouteKey::RateLimitKey,
+            "`rate_limit_key` applies only to a route with a `tier`: add `tier` or remove \
+             `rate_limit_key`"
+                .to_string(),
+        )),
+        (Some(tier), key) => {
+            let key = key.map_or(LimitKey::Route, |key| key.0);
+            RateLimit::resolve(tiers, &tier.0, key)
+                .map(Some)
+                .map_err(|message| (RouteKey::Tier, message))
+        }
+    }
+}
+
+/// A route's `dedup` block; without `header`, `json` or `body_hash`, the ID source is the
+/// default of the route's scheme, as its verifier states it.
+fn lower_dedup(dedup: file::Dedup, verify: &VerifyConfig) -> Result<DedupPolicy, String> {
+    let source = match dedup.source {
+        Some(source) => source,
+        None => scheme_delivery_id(verify)?,
+    };
+    Ok(DedupPolicy {
+        source,
+        ttl: dedup.ttl.0,
+        capacity: dedup.capacity.0,
+        missing: dedup.missing.0,
+    })
+}
+
+/// Where the senders of `verify`'s scheme put a delivery ID.
+fn scheme_delivery_id(verify: &VerifyConfig) -> Result<IdSource, String> {
+    // The clock is never read: only the verifier's `default_delivery_id` is asked.
+    let clock: Arc<dyn crate::clock::Clock> = crate::clock::system();
+    match crate::verify::build(verify, clock).default_delivery_id() {
+        DeliveryIdSource::Header(name) => Ok(IdSource::Header(name)),
+        DeliveryIdSource::JsonPointer(pointer) => Ok(IdSource::JsonPointer(pointer)),
+        DeliveryIdSource::None => Err(format!(
+            "scheme `{}` defines no delivery ID, so this `dedup` block must say where to find \
+             one: set `header` (a request header), `json` (a JSON pointer into the body, e.g. \
+             `/id`) or `body_hash: true` (the SHA-256 of the body)",
+            verify.scheme.name()
+        )),
     }
 }
 

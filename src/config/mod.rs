@@ -14,7 +14,11 @@
 //!   key: the repeated key (`scan`);
 //! - an empty `routes` or `secrets` list: the list;
 //! - a missing key: the first line of the mapping that lacks it;
-//! - a YAML syntax error: where libyaml detected it.
+//! - a YAML syntax error: where libyaml detected it;
+//! - what only the whole file tells (an unknown `tier`, `rate_limit_key` without `tier`, a
+//!   `dedup` block without an ID source on a scheme that defines none): lowering finds it, then
+//!   the file is read again with that error planted at its key (`context::Deferred`), so it
+//!   points at the `tier` or `rate_limit_key` value, or at the `dedup` mapping's first line.
 
 mod context;
 mod env;
@@ -24,6 +28,7 @@ mod lower;
 pub mod model;
 mod scan;
 mod value;
+mod warn;
 
 #[cfg(test)]
 mod tests;
@@ -34,6 +39,7 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use file::defaults;
 pub use model::{Config, PathPattern, Route, Secret, Upstream, VerifyConfig};
+pub use warn::warnings;
 
 /// Loads the config file at `path`, expanding `${NAME}` from the process environment.
 ///
@@ -53,13 +59,45 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let snapshot = env_snapshot(text, origin, env)?;
+    let file = read(text, origin, snapshot.clone(), Vec::new())?;
+    lower::lower(file).map_err(|deferred| place(text, origin, snapshot, deferred))
+}
+
+/// Deserializes `text` with `env` (and, on a second reading, the `deferred` errors to raise).
+fn read(
+    text: &str,
+    origin: &str,
+    env: HashMap<String, Option<String>>,
+    deferred: Vec<context::Deferred>,
+) -> Result<file::Config, ConfigError> {
     let context = context::ParseContext {
-        env: snapshot,
+        env,
         routes: Vec::new(),
+        deferred,
     };
-    let file = context::scoped(context, || serde_yaml::from_str::<file::Config>(text))
-        .map_err(|err| ConfigError::from_yaml(origin, &err))?;
-    Ok(lower::lower(file))
+    context::scoped(context, || serde_yaml::from_str::<file::Config>(text))
+        .map_err(|err| ConfigError::from_yaml(origin, &err))
+}
+
+/// The first in file order of the (non-empty) errors lowering found, with the position of its
+/// key: the file is read again and the value each error concerns raises it (see
+/// `context::Deferred`).
+fn place(
+    text: &str,
+    origin: &str,
+    env: HashMap<String, Option<String>>,
+    deferred: Vec<context::Deferred>,
+) -> ConfigError {
+    let fallback = deferred.first().map(|first| ConfigError {
+        key: Some(first.key_path()),
+        ..ConfigError::file(origin, first.message.clone())
+    });
+    match read(text, origin, env, deferred) {
+        Err(err) => err,
+        // Not expected: the same text and environment were read without error, and each key an
+        // error concerns was present. Still report one, without a position.
+        Ok(_) => fallback.unwrap_or_else(|| ConfigError::file(origin, "invalid configuration")),
+    }
 }
 
 /// Checks for duplicate keys and looks up every variable a string value of `text` refers to.

@@ -105,11 +105,41 @@ fn golden_every_key_set() {
         "      secrets:",
         "        - ${SECRET}",
         "        - whsec_previous_secret",
+        "    tier: partner-x",
+        "    rate_limit_key: header:X-Tenant-Id",
+        "    dedup:",
+        "      json: /data/id",
+        "      ttl: 48h",
+        "      capacity: 5000",
+        "      missing: forward",
+        "    replay: { max_age: 10m, max_skew: 1m }",
         "  - name: messages.v2",
         "    path: /webhooks/messages/*",
         "    upstream: http://localhost/",
         "    verify:",
         "      secrets: [whsec_m]",
+        "    dedup: {}",
+        "    tier: free",
+        "  - name: payments",
+        "    path: /webhooks/payments",
+        "    upstream: http://127.0.0.1:3001",
+        "    dedup: { body_hash: true }",
+        "    replay:",
+        "      max_age: 5m",
+        "    verify:",
+        "      scheme: stripe",
+        "      secrets: [whsec_p]",
+        "  - name: orders",
+        "    path: /webhooks/orders",
+        "    upstream: http://127.0.0.1:3002",
+        "    dedup:",
+        "    verify:",
+        "      scheme: stripe",
+        "      secrets: [whsec_o]",
+        "tiers:",
+        "  free: 30",
+        "  partner-x: 1200",
+        "unverified_per_ip: 600",
     ]);
     let config = parse_ok(&text);
 
@@ -138,9 +168,21 @@ fn golden_every_key_set() {
                     ],
                     tolerance: None,
                 },
-                dedup: None,
-                replay: None,
-                rate_limit: None,
+                dedup: Some(DedupPolicy {
+                    source: IdSource::JsonPointer("/data/id".into()),
+                    ttl: Duration::from_secs(48 * 3600),
+                    capacity: NonZeroUsize::new(5000).unwrap(),
+                    missing: MissingId::Forward,
+                }),
+                replay: Some(model::ReplayWindow {
+                    max_age: Duration::from_secs(600),
+                    max_skew: Duration::from_secs(60),
+                }),
+                rate_limit: Some(model::RateLimit {
+                    tier_name: "partner-x".into(),
+                    per_minute: nz32(1200),
+                    key: model::LimitKey::Header(http::HeaderName::from_static("x-tenant-id")),
+                }),
             },
             Route {
                 name: "messages.v2".into(),
@@ -158,13 +200,81 @@ fn golden_every_key_set() {
                     secrets: vec![Secret::new("whsec_m")],
                     tolerance: None,
                 },
-                dedup: None,
+                // The scheme's delivery ID, and every default.
+                dedup: Some(DedupPolicy {
+                    source: header_source("x-webhook-delivery-id"),
+                    ttl: Duration::from_secs(24 * 3600),
+                    capacity: NonZeroUsize::new(1_000_000).unwrap(),
+                    missing: MissingId::Reject,
+                }),
+                replay: None,
+                // The overridden built-in tier, counted per route.
+                rate_limit: Some(model::RateLimit {
+                    tier_name: "free".into(),
+                    per_minute: nz32(30),
+                    key: model::LimitKey::Route,
+                }),
+            },
+            Route {
+                name: "payments".into(),
+                path: PathPattern::Exact("/webhooks/payments".into()),
+                upstream: Upstream {
+                    url: "http://127.0.0.1:3001".into(),
+                    addr: "127.0.0.1:3001".parse().unwrap(),
+                },
+                max_body_bytes: 2048,
+                body_timeout: Duration::from_secs(2),
+                verify: VerifyConfig {
+                    scheme: model::Scheme::Stripe,
+                    header: http::HeaderName::from_static("stripe-signature"),
+                    secrets: vec![Secret::new("whsec_p")],
+                    tolerance: Some(Duration::from_secs(300)),
+                },
+                dedup: Some(DedupPolicy {
+                    source: IdSource::BodyHash,
+                    ttl: Duration::from_secs(24 * 3600),
+                    capacity: NonZeroUsize::new(1_000_000).unwrap(),
+                    missing: MissingId::Reject,
+                }),
+                replay: Some(model::ReplayWindow {
+                    max_age: Duration::from_secs(300),
+                    max_skew: Duration::from_secs(30),
+                }),
+                rate_limit: None,
+            },
+            Route {
+                name: "orders".into(),
+                path: PathPattern::Exact("/webhooks/orders".into()),
+                upstream: Upstream {
+                    url: "http://127.0.0.1:3002".into(),
+                    addr: "127.0.0.1:3002".parse().unwrap(),
+                },
+                max_body_bytes: 2048,
+                body_timeout: Duration::from_secs(2),
+                verify: VerifyConfig {
+                    scheme: model::Scheme::Stripe,
+                    header: http::HeaderName::from_static("stripe-signature"),
+                    secrets: vec![Secret::new("whsec_o")],
+                    tolerance: Some(Duration::from_secs(300)),
+                },
+                // An empty `dedup:` written before `verify`: Stripe's event ID.
+                dedup: Some(DedupPolicy {
+                    source: IdSource::JsonPointer("/id".into()),
+                    ttl: Duration::from_secs(24 * 3600),
+                    capacity: NonZeroUsize::new(1_000_000).unwrap(),
+                    missing: MissingId::Reject,
+                }),
                 replay: None,
                 rate_limit: None,
             },
         ],
-        tiers: crate::ratelimit::Tiers::builtin(),
-        unverified_per_ip: None,
+        tiers: {
+            let mut tiers = model::Tiers::builtin();
+            tiers.set("free", nz32(30)).unwrap();
+            tiers.set("partner-x", nz32(1200)).unwrap();
+            tiers
+        },
+        unverified_per_ip: Some(nz32(600)),
     };
     // `Debug` covers every field but the secrets' values (redacted); compare those apart.
     assert_eq!(format!("{config:#?}"), format!("{expected:#?}"));
@@ -219,6 +329,22 @@ fn shipped_default_file_loads_without_environment() {
         secrets_of(dossiers),
         [b"whsec_dev_only_change_me".as_slice()]
     );
+    // The documented defaults.
+    assert_eq!(
+        dossiers.dedup,
+        Some(DedupPolicy::new(header_source("x-webhook-delivery-id")))
+    );
+    assert_eq!(dossiers.replay, None);
+    assert_eq!(
+        dossiers.rate_limit,
+        Some(model::RateLimit {
+            tier_name: "pro".into(),
+            per_minute: nz32(600),
+            key: model::LimitKey::Route,
+        })
+    );
+    assert_eq!(config.tiers, model::Tiers::builtin());
+    assert_eq!(config.unverified_per_ip, None);
 
     let messages = &config.routes[1];
     assert_eq!(
@@ -232,6 +358,10 @@ fn shipped_default_file_loads_without_environment() {
     assert_eq!(messages.max_body_bytes, defaults::MAX_BODY_BYTES);
     assert_eq!(messages.body_timeout, defaults::BODY_TIMEOUT);
     assert_eq!(messages.verify.header, "x-webhook-signature");
+    assert_eq!(
+        (&messages.dedup, &messages.replay, &messages.rate_limit),
+        (&None, &None, &None)
+    );
 }
 
 #[test]
@@ -1016,5 +1146,444 @@ fn verify_keys_that_do_not_apply_to_the_scheme_are_refused() {
         6,
         "routes[0].verify.secrets",
         "missing field `secrets`",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `tiers`, `unverified_per_ip`, and a route's `tier`, `rate_limit_key`, `dedup` and `replay`
+
+fn nz32(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap()
+}
+
+#[test]
+fn rate_limits_lower_with_their_defaults() {
+    use model::{LimitKey, RateLimit, Tiers};
+    let config = parse_ok(&one_route(&[]));
+    assert_eq!(config.tiers, Tiers::builtin());
+    assert_eq!(config.unverified_per_ip, None);
+    assert_eq!(config.routes[0].rate_limit, None);
+
+    let config = parse_ok(&one_route(&["    tier: enterprise"]));
+    assert_eq!(
+        config.routes[0].rate_limit,
+        Some(RateLimit {
+            tier_name: "enterprise".into(),
+            per_minute: nz32(6000),
+            key: LimitKey::Route,
+        })
+    );
+    for (text, key) in [
+        ("route", LimitKey::Route),
+        ("client_ip", LimitKey::ClientIp),
+        (
+            "header:X-Tenant-Id",
+            LimitKey::Header(http::HeaderName::from_static("x-tenant-id")),
+        ),
+    ] {
+        let line = format!("    rate_limit_key: {text}");
+        let config = parse_ok(&one_route(&["    tier: free", &line]));
+        let limit = config.routes[0].rate_limit.clone().unwrap();
+        assert_eq!((limit.per_minute, limit.key), (nz32(60), key), "{text}");
+    }
+
+    // `tiers` may come after `routes`; it overrides and extends the built-in tiers.
+    let mut text = one_route(&["    tier: gold", "    rate_limit_key: client_ip"]);
+    text.push_str("tiers:\n  gold: ${THREADS}\n  free: 30\nunverified_per_ip: '120'\n");
+    let config = parse_ok(&text);
+    let mut tiers = Tiers::builtin();
+    tiers.set("gold", nz32(8)).unwrap();
+    tiers.set("free", nz32(30)).unwrap();
+    assert_eq!(config.tiers, tiers);
+    assert_eq!(config.unverified_per_ip, Some(nz32(120)));
+    assert_eq!(
+        config.routes[0].rate_limit.as_ref().unwrap().per_minute,
+        nz32(8)
+    );
+    // An empty `tiers:` is the built-in tiers.
+    let text = format!("tiers:\n{}", one_route(&[]));
+    assert_eq!(parse_ok(&text).tiers, Tiers::builtin());
+}
+
+#[test]
+fn unknown_tiers_name_the_route_tier_line() {
+    let err = assert_error(
+        &one_route(&["    tier: gold"]),
+        5,
+        "routes[0].tier",
+        r#"unknown tier "gold" (known: enterprise, free, pro)"#,
+    );
+    assert_eq!(err.column, Some(11), "{err}");
+    // Configured tiers are known, wherever `tiers` is; the list names them too.
+    let mut text = one_route(&["    rate_limit_key: route", "    tier: silver"]);
+    text.push_str("tiers: { gold: 100 }\n");
+    assert_error(
+        &text,
+        6,
+        "routes[0].tier",
+        r#"unknown tier "silver" (known: enterprise, free, gold, pro)"#,
+    );
+    // In a later route: its own index and line.
+    let text = two_routes(("a", "/a"), ("b", "/b")).replace(
+        "    verify: { secrets: [whsec_b] }",
+        "    verify: { secrets: [whsec_b] }\n    tier: Pro",
+    );
+    assert_error(&text, 10, "routes[1].tier", r#"unknown tier "Pro""#);
+}
+
+#[test]
+fn rate_limit_keys_need_a_tier_and_valid_syntax() {
+    assert_error(
+        &one_route(&["    rate_limit_key: client_ip"]),
+        5,
+        "routes[0].rate_limit_key",
+        "`rate_limit_key` applies only to a route with a `tier`",
+    );
+    assert_error(
+        &one_route(&["    tier: free", "    rate_limit_key: ip"]),
+        6,
+        "routes[0].rate_limit_key",
+        r#"limit key "ip" must be 'route', 'header:NAME' or 'client_ip'"#,
+    );
+    assert_error(
+        &one_route(&["    rate_limit_key: 'header:X Tenant'", "    tier: free"]),
+        5,
+        "routes[0].rate_limit_key",
+        r#""X Tenant" is not a valid header name"#,
+    );
+}
+
+#[test]
+fn tier_tables_and_ip_limits_are_checked_at_their_line() {
+    let with = |head: &str| format!("{head}{}", one_route(&[]));
+    assert_error(
+        &with("tiers:\n  free: 60\n  pro: 0\n"),
+        3,
+        "tiers.pro",
+        "must be at least 1",
+    );
+    assert_error(
+        &with("tiers:\n  gold.plus: 100\n"),
+        2,
+        "tiers.gold.plus",
+        r#"tier name "gold.plus" must be non-empty ASCII letters, digits, '-' or '_'"#,
+    );
+    assert_error(
+        &with("tiers:\n  huge: 4294967296\n"),
+        2,
+        "tiers.huge",
+        "`4294967296` is too large (at most 4294967295)",
+    );
+    assert_error(
+        &with("tiers: [free]\n"),
+        1,
+        "tiers",
+        "expected a mapping of tier names to requests per minute",
+    );
+    assert_error(
+        &with("tiers:\n  free: 1\n  free: 2\n"),
+        3,
+        "tiers.free",
+        "duplicate key `free`",
+    );
+    assert_error(
+        &with("unverified_per_ip: 0\n"),
+        1,
+        "unverified_per_ip",
+        "must be at least 1",
+    );
+    assert_error(
+        &with("unverified_per_ip: 10/min\n"),
+        1,
+        "unverified_per_ip",
+        "`10/min` is not a whole number",
+    );
+}
+
+/// One route whose `dedup:` (line 5) mapping is `lines` (from line 6), then `verify` with
+/// `scheme`.
+fn dedup_block(scheme: &str, lines: &[&str]) -> String {
+    let scheme = format!("    verify: {{ scheme: {scheme}, secrets: [whsec_a] }}");
+    let mut all = vec![
+        "routes:",
+        "  - name: hooks",
+        "    path: /hooks",
+        "    upstream: http://127.0.0.1:3000",
+        "    dedup:",
+    ];
+    all.extend_from_slice(lines);
+    all.push(&scheme);
+    yaml(&all)
+}
+
+fn dedup_of(scheme: &str, lines: &[&str]) -> DedupPolicy {
+    parse_ok(&dedup_block(scheme, lines))
+        .routes
+        .remove(0)
+        .dedup
+        .expect("a dedup policy")
+}
+
+use model::{DedupPolicy, IdSource, MissingId};
+
+fn header_source(name: &'static str) -> IdSource {
+    IdSource::Header(http::HeaderName::from_static(name))
+}
+
+#[test]
+fn dedup_lowers_with_its_defaults() {
+    assert_eq!(parse_ok(&one_route(&[])).routes[0].dedup, None);
+    // `{}`, an empty `dedup:`, and `dedup:` with only comments take every default.
+    let expected = DedupPolicy::new(header_source("x-webhook-delivery-id"));
+    assert_eq!(
+        parse_ok(&one_route(&["    dedup: {}"])).routes[0].dedup,
+        Some(expected.clone())
+    );
+    assert_eq!(
+        parse_ok(&one_route(&["    dedup:"])).routes[0].dedup,
+        Some(expected.clone())
+    );
+    assert_eq!(dedup_of("hmac-sha256", &["      # header: X-Id"]), expected);
+
+    let policy = dedup_of(
+        "github",
+        &[
+            "      header: X-Request-Id",
+            "      ttl: 36h",
+            "      capacity: '${THREADS}'",
+            "      missing: Forward",
+        ],
+    );
+    assert_eq!(
+        policy,
+        DedupPolicy {
+            source: header_source("x-request-id"),
+            ttl: Duration::from_secs(36 * 3600),
+            capacity: NonZeroUsize::new(8).unwrap(),
+            missing: MissingId::Forward,
+        }
+    );
+    assert_eq!(
+        dedup_of("slack", &["      json: /data/event~1id"]).source,
+        IdSource::JsonPointer("/data/event~1id".into())
+    );
+    assert_eq!(
+        dedup_of("slack", &["      json: ''"]).source,
+        IdSource::JsonPointer(String::new())
+    );
+    assert_eq!(
+        dedup_of("hmac-sha256", &["      body_hash: true"]).source,
+        IdSource::BodyHash
+    );
+}
+
+#[test]
+fn dedup_sources_default_to_the_schemes_delivery_id() {
+    // `dedup` comes before `verify` in `dedup_block`: the default is resolved once both are read.
+    let cases = [
+        ("hmac-sha256", header_source("x-webhook-delivery-id")),
+        ("standard-webhooks", header_source("webhook-id")),
+        ("github", header_source("x-github-delivery")),
+        ("stripe", IdSource::JsonPointer("/id".into())),
+        ("shopify", header_source("x-shopify-webhook-id")),
+    ];
+    for (scheme, source) in cases {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let text = dedup_block(scheme, &["      ttl: 1h"]).replace("whsec_a", secret);
+        let policy = parse_ok(&text).routes.remove(0).dedup.unwrap();
+        assert_eq!(policy.source, source, "{scheme}");
+        // And after `verify`.
+        let line = format!("    verify: {{ scheme: {scheme}, secrets: [{secret}] }}");
+        let text = one_route(&[]).replace("    verify:\n      secrets:\n        - whsec_a\n", "");
+        let text = format!("{text}{line}\n    dedup: {{}}\n");
+        let policy = parse_ok(&text).routes.remove(0).dedup.unwrap();
+        assert_eq!(policy.source, source, "{scheme}, dedup after verify");
+    }
+}
+
+#[test]
+fn dedup_without_a_source_on_a_scheme_without_one() {
+    // Reported at the `dedup` mapping (its first line), whether `verify` comes before or after.
+    let needle = "scheme `slack` defines no delivery ID, so this `dedup` block must say where to \
+                  find one: set `header` (a request header), `json`";
+    assert_error(
+        &dedup_block("slack", &["      ttl: 1h", "      missing: forward"]),
+        6,
+        "routes[0].dedup",
+        needle,
+    );
+    let text = yaml(&[
+        "routes:",
+        "  - name: hooks",
+        "    path: /hooks",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+        "      scheme: hmac",
+        "      header: X-Sig",
+        "      secrets: [k]",
+        "    dedup: { capacity: 10 }",
+    ]);
+    assert_error(
+        &text,
+        9,
+        "routes[0].dedup",
+        "scheme `hmac` defines no delivery ID",
+    );
+    // In a later route, with an empty `dedup:`.
+    let text = two_routes(("a", "/a"), ("b", "/b")).replace(
+        "    verify: { secrets: [whsec_b] }",
+        "    dedup:\n    verify: { scheme: slack, secrets: [whsec_b] }",
+    );
+    // An empty value's position is right after its key.
+    assert_error(&text, 9, "routes[1].dedup", "scheme `slack`");
+}
+
+#[test]
+fn dedup_takes_one_id_source() {
+    assert_error(
+        &dedup_block("stripe", &["      header: X-Id", "      json: /id"]),
+        7,
+        "routes[0].dedup.json",
+        "`json` and `header` are both set; the delivery ID comes from one source",
+    );
+    assert_error(
+        &dedup_block("stripe", &["      body_hash: true", "      header: X-Id"]),
+        7,
+        "routes[0].dedup.header",
+        "`header` and `body_hash` are both set",
+    );
+    // `body_hash: false` is refused, alone or not.
+    assert_error(
+        &dedup_block("stripe", &["      body_hash: false"]),
+        6,
+        "routes[0].dedup.body_hash",
+        "set body_hash: true or leave it out",
+    );
+    assert_error(
+        &dedup_block("stripe", &["      body_hash: yes"]),
+        6,
+        "routes[0].dedup.body_hash",
+        "`yes` is not `true` or `false`",
+    );
+}
+
+#[test]
+fn dedup_values_are_checked_at_their_line() {
+    let bad = |line: &str, key: &str, needle: &str| {
+        assert_error(
+            &dedup_block("github", &["      # line 6", line]),
+            7,
+            key,
+            needle,
+        );
+    };
+    bad(
+        "      json: data/id",
+        "routes[0].dedup.json",
+        "JSON pointer `data/id` must be empty or start with `/`",
+    );
+    bad(
+        "      json: /a~2b",
+        "routes[0].dedup.json",
+        "`~` must be followed by `0` (for `~`) or `1` (for `/`)",
+    );
+    bad(
+        "      header: 'X Id'",
+        "routes[0].dedup.header",
+        "`X Id` is not a valid HTTP header name",
+    );
+    bad(
+        "      capacity: 0",
+        "routes[0].dedup.capacity",
+        "must be at least 1",
+    );
+    bad(
+        "      missing: drop",
+        "routes[0].dedup.missing",
+        "unknown value `drop`; expected `reject` (answer 400) or `forward`",
+    );
+    bad(
+        "      ttl: 0s",
+        "routes[0].dedup.ttl",
+        "must be greater than 0",
+    );
+    bad(
+        "      sorce: x",
+        "routes[0].dedup.sorce",
+        "unknown field `sorce`, expected one of `header`, `json`, `body_hash`, `ttl`",
+    );
+    assert_error(
+        &one_route(&["    dedup: [header]"]),
+        5,
+        "routes[0].dedup",
+        "expected a `dedup` mapping",
+    );
+}
+
+#[test]
+fn replay_windows() {
+    let replay_of = |line: &str| parse_ok(&one_route(&[line])).routes.remove(0).replay;
+    assert_eq!(parse_ok(&one_route(&[])).routes[0].replay, None);
+    assert_eq!(
+        replay_of("    replay: { max_age: 5m }"),
+        Some(model::ReplayWindow {
+            max_age: Duration::from_secs(300),
+            max_skew: Duration::from_secs(30),
+        })
+    );
+    assert_eq!(
+        replay_of("    replay: { max_skew: 1s, max_age: 1h }"),
+        Some(model::ReplayWindow {
+            max_age: Duration::from_secs(3600),
+            max_skew: Duration::from_secs(1),
+        })
+    );
+    assert_error(
+        &one_route(&["    replay:", "      max_skew: 1m"]),
+        6,
+        "routes[0].replay.max_age",
+        "missing field `max_age`",
+    );
+    assert_error(
+        &one_route(&["    replay: { max_age: 5 }"]),
+        5,
+        "routes[0].replay.max_age",
+        "`5` is not a duration",
+    );
+    assert_error(
+        &one_route(&["    replay:", "      max_age: 5m", "      skew: 1s"]),
+        7,
+        "routes[0].replay.skew",
+        "unknown field `skew`, expected `max_age` or `max_skew`",
+    );
+}
+
+#[test]
+fn of_several_errors_found_after_reading_the_first_in_the_file_is_reported() {
+    // Lowering checks `tier` before `dedup`; the file has `dedup` first.
+    let text = yaml(&[
+        "routes:",
+        "  - name: hooks",
+        "    path: /hooks",
+        "    upstream: http://127.0.0.1:3000",
+        "    dedup: { ttl: 1h }",
+        "    verify: { scheme: slack, secrets: [k] }",
+        "    tier: gold",
+    ]);
+    assert_error(&text, 5, "routes[0].dedup", "scheme `slack`");
+    let text = two_routes(("a", "/a"), ("b", "/b"))
+        .replace(
+            "    verify: { secrets: [whsec_b] }",
+            "    verify: { secrets: [whsec_b] }\n    tier: gold",
+        )
+        .replace(
+            "    verify: { secrets: [whsec_a] }",
+            "    verify: { secrets: [whsec_a] }\n    rate_limit_key: route",
+        );
+    assert_error(
+        &text,
+        6,
+        "routes[0].rate_limit_key",
+        "applies only to a route with a `tier`",
     );
 }

@@ -3,7 +3,10 @@
 //! Each type expands `${NAME}` and validates inside its `Deserialize` impl, so that serde_yaml
 //! attaches the line, column and key path of the offending value to the error (it does so for
 //! any error raised while it deserializes a value, `de::Error::custom` included). A value that
-//! deserializes is therefore already valid; lowering only moves it into the model.
+//! deserializes is therefore already valid; lowering only moves it into the model. The
+//! exceptions are what needs the whole file (whether a route's `tier` exists, `rate_limit_key`
+//! without `tier`): lowering checks it, and the value raises the error on a second reading
+//! ([`context::deferred_error`]).
 //!
 //! Error messages may quote a value, except a secret's.
 
@@ -599,17 +602,11 @@ impl<'de> Deserialize<'de> for PerMinute {
     }
 }
 
-/// The top-level `tiers` mapping (name: requests per minute), over the built-in tiers: an
-/// entry overrides a built-in tier or adds one. A bad name is reported at its value, whose
+/// The top-level `tiers` mapping (name: requests per minute), over the built-in tiers (also
+/// its default): an entry overrides a built-in tier or adds one. A bad name is reported at its value, whose
 /// key path names it (`tiers.<name>`); a repeated name was reported by `scan`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TierTable(pub Tiers);
-
-impl Default for TierTable {
-    fn default() -> Self {
-        Self(Tiers::builtin())
-    }
-}
 
 impl<'de> Deserialize<'de> for TierTable {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
