@@ -6,11 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Build prerequisites cargo cannot fetch: cmake (pingora's zlib-ng build script).
+# Prerequisites cargo cannot fetch: cmake (pingora's zlib-ng build script), and redis-server,
+# which the tests start on free ports of their own (tests/common/redis.rs) to check the Redis
+# state backend; the gateway itself needs no local Redis.
 install_prerequisites() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -11,24 +11,45 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
+use crate::state::State;
 
-/// Whether the gateway can take traffic: the proxy listener accepts connections.
+/// Whether the gateway can take traffic: the proxy listener accepts connections, and the state
+/// backend answers (with Redis and `fail_closed`; see [`State::is_ready`]).
 pub struct Readiness {
     proxy_addr: SocketAddr,
     listening: AtomicBool,
+    state: Arc<State>,
 }
 
 impl Readiness {
-    pub fn new(proxy_addr: SocketAddr) -> Self {
+    pub fn new(proxy_addr: SocketAddr, state: Arc<State>) -> Self {
         Self {
             proxy_addr,
             listening: AtomicBool::new(false),
+            state,
         }
+    }
+
+    /// `Ok` when the gateway can take traffic; otherwise why not, for the `/readyz` body.
+    /// The state is checked on every call (a Redis PING): it can go away and come back.
+    pub async fn check(&self) -> Result<(), &'static str> {
+        if !self.is_listening().await {
+            return Err("proxy listener not accepting connections yet\n");
+        }
+        if !self.state.is_ready().await {
+            return Err("state backend (Redis) unreachable: requests are answered 503\n");
+        }
+        Ok(())
+    }
+
+    /// Whether [`Readiness::check`] passes.
+    pub async fn is_ready(&self) -> bool {
+        self.check().await.is_ok()
     }
 
     /// True once a connection to the proxy listener has succeeded (checked on demand, then
     /// remembered).
-    pub async fn is_ready(&self) -> bool {
+    async fn is_listening(&self) -> bool {
         if self.listening.load(Ordering::Relaxed) {
             return true;
         }
@@ -72,17 +93,10 @@ impl ServeHttp for Admin {
         match session.req_header().uri.path() {
             "/metrics" => text(200, "text/plain; version=0.0.4", self.metrics.render()),
             "/healthz" => text(200, "text/plain", "ok\n"),
-            "/readyz" => {
-                if self.readiness.is_ready().await {
-                    text(200, "text/plain", "ready\n")
-                } else {
-                    text(
-                        503,
-                        "text/plain",
-                        "proxy listener not accepting connections yet\n",
-                    )
-                }
-            }
+            "/readyz" => match self.readiness.check().await {
+                Ok(()) => text(200, "text/plain", "ready\n"),
+                Err(why) => text(503, "text/plain", why),
+            },
             _ => text(
                 404,
                 "text/plain",

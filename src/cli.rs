@@ -131,6 +131,16 @@ pub fn summary(config: &Config) -> String {
         out.push_str(&format!("; unverified requests: {limit}/min per client IP"));
     }
     out.push('\n');
+    out.push_str(&match &config.state {
+        config::model::StateConfig::Memory => "  state: memory (this process only)\n".to_string(),
+        config::model::StateConfig::Redis(redis) => format!(
+            "  state: redis {} (timeout {:?}, on error {}, keys {}:*)\n",
+            redis.url,
+            redis.timeout,
+            redis.on_error.name(),
+            redis.key_prefix
+        ),
+    });
     for r in &config.routes {
         out.push_str(&format!(
             "  route {:<16} {:<28} -> {}  ({} secret(s), header {}, max body {} B, body timeout {:?})\n",

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dedup;
+pub mod events;
 pub mod forward;
 pub mod framing;
 pub mod metrics;

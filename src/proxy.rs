@@ -19,14 +19,15 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::body::{self, BodyError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dedup::{Claim, ClaimOutcome, DedupPolicy, DeliveryStore, MissingId, ReplayWindow};
+use crate::dedup::{Claim, DedupPolicy, MissingId, ReplayWindow};
+use crate::events::{self, Admitted, EventsConfig, Refused};
 use crate::forward::{ForwardError, Forwarder, Target};
 use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
-use crate::ratelimit::{Decision, KeyValue, LimitKey, RateLimit};
+use crate::ratelimit::{Decision, KeyValue, LimitKey, LimitKeyHash, RateLimit};
 use crate::respond::Answer;
 use crate::route::Router;
-use crate::state::State;
+use crate::state::{Admission, Ask, State};
 use crate::verify::{self, Verifier};
 
 /// Per-process upstream connection pool size.
@@ -36,15 +37,31 @@ const CLAIM_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// One route as the proxy runs it: its settings and everything built from them at start.
 struct RouteRuntime {
+    /// Position in the configuration: how the state knows the route.
+    index: usize,
     name: String,
     max_body_bytes: u64,
     body_timeout: Duration,
     verifier: Box<dyn Verifier>,
     replay: Option<ReplayWindow>,
     rate_limit: Option<RateLimit>,
-    dedup: Option<(DedupPolicy, Arc<dyn DeliveryStore>)>,
+    dedup: Option<DedupPolicy>,
     target: Target,
+    /// The route's `events` block, with one upstream per entry of its `routes`.
+    events: Option<(EventsConfig, Vec<Target>)>,
+    /// The verifying scheme, for `X-Hookgate-Verified`.
+    scheme: &'static str,
     metrics: RouteMetrics,
+}
+
+impl RouteRuntime {
+    /// Where an admitted event goes: its `events.routes` upstream, else the route's.
+    fn target_of(&self, event: &Admitted) -> &Target {
+        match (&self.events, event.upstream) {
+            (Some((_, targets)), Some(i)) => &targets[i],
+            _ => &self.target,
+        }
+    }
 }
 
 /// The gateway: routes, their verifiers and upstreams, the state of the stateful checks, and
@@ -84,14 +101,22 @@ impl Gateway {
             .iter()
             .enumerate()
             .map(|(i, r)| RouteRuntime {
+                index: i,
                 name: r.name.clone(),
                 max_body_bytes: r.max_body_bytes,
                 body_timeout: r.body_timeout,
                 verifier: verify::build(&r.verify, clock.clone()),
                 replay: r.replay,
                 rate_limit: r.rate_limit.clone(),
-                dedup: r.dedup.clone().zip(state.store(i)),
+                dedup: r.dedup.clone(),
                 target: Target::new(r.upstream.addr, config.upstream_timeout),
+                events: r.events.clone().map(|events| {
+                    let targets = (events.routes.iter())
+                        .map(|e| Target::new(e.upstream.addr, config.upstream_timeout))
+                        .collect();
+                    (events, targets)
+                }),
+                scheme: r.verify.scheme.name(),
                 metrics: metrics.route(&r.name),
             })
             .collect();
@@ -112,24 +137,76 @@ impl Gateway {
         let (Some(limit), Some(ip)) = (self.unverified_per_ip, client) else {
             return Ok(());
         };
-        let key = self.state.limit_keys.unverified_ip_key(ip);
-        match self.state.limiter.check(key, limit).await {
+        let key = self.state.unverified_ip_key(ip);
+        match self.state.check_unverified(key, limit).await {
             Ok(decision) if decision.is_allowed() => Ok(()),
             Ok(decision) => Err((Outcome::IpLimited, limited(&decision, Outcome::IpLimited))),
             Err(e) => Err(state_unavailable(e)),
         }
     }
 
-    /// The route's tier limit, counted per what its key selects. Only verified requests get here.
-    async fn check_tier(
+    /// The route's tier limit and dedup claim, decided together in one call to the state (one
+    /// round trip with Redis). Only verified requests get here. `Ok(None)`: forward without a
+    /// claim (the route doesn't deduplicate, or the ID is missing and the route forwards such
+    /// requests). A limited request claims nothing, so its retry goes through once it passes.
+    async fn admit(
         &self,
         route: &RouteRuntime,
         headers: &HeaderMap,
         client: Option<IpAddr>,
-    ) -> Result<(), Stop> {
-        let Some(limit) = &route.rate_limit else {
-            return Ok(());
+        body: &[u8],
+    ) -> Result<Option<Claim>, Stop> {
+        let limit = route.rate_limit.as_ref().map(|limit| {
+            let key = self.limit_key(route, limit, headers, client);
+            (key, limit.per_minute)
+        });
+        let mut claim = None;
+        let mut missing = None;
+        if let Some(policy) = &route.dedup {
+            match policy.extract_id(headers, body) {
+                Some(id) => {
+                    let key = self.state.delivery_keys.key(&route.name, id.as_bytes());
+                    claim = Some((key, self.claim_lease));
+                }
+                None => missing = Some(policy.missing),
+            }
+        }
+        let ask = Ask {
+            route: route.index,
+            limit,
+            claim,
         };
+        match self.state.admit(ask).await {
+            // A missing ID is refused after the limit, which still counts the request.
+            Ok(Admission::Admitted(_)) if missing == Some(MissingId::Reject) => Err(stop(
+                Outcome::MissingDeliveryId,
+                "this route needs a delivery ID to deduplicate",
+            )),
+            Ok(Admission::Admitted(claim)) => Ok(claim),
+            Ok(Admission::Limited(decision)) => Err((
+                Outcome::RateLimited,
+                limited(&decision, Outcome::RateLimited),
+            )),
+            Ok(Admission::InFlight) => Err(stop(
+                Outcome::InFlight,
+                "this delivery is being forwarded right now; retry shortly",
+            )),
+            Ok(Admission::Duplicate) => Err(stop(
+                Outcome::Duplicate,
+                "this delivery was already forwarded and accepted",
+            )),
+            Err(e) => Err(state_unavailable(e)),
+        }
+    }
+
+    /// The key the route's tier limit counts this request under.
+    fn limit_key(
+        &self,
+        route: &RouteRuntime,
+        limit: &RateLimit,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> LimitKeyHash {
         let value = match &limit.key {
             LimitKey::Route => KeyValue::Route,
             // Requests without the header share one bucket.
@@ -141,50 +218,7 @@ impl Gateway {
                 None => KeyValue::Route,
             },
         };
-        let key = self.state.limit_keys.route_key(&route.name, value);
-        match self.state.limiter.check(key, limit.per_minute).await {
-            Ok(decision) if decision.is_allowed() => Ok(()),
-            Ok(decision) => Err((
-                Outcome::RateLimited,
-                limited(&decision, Outcome::RateLimited),
-            )),
-            Err(e) => Err(state_unavailable(e)),
-        }
-    }
-
-    /// Claims the request's delivery ID. `Ok(None)`: the route doesn't deduplicate, or the ID
-    /// is missing and the route forwards such requests.
-    async fn claim_delivery(
-        &self,
-        route: &RouteRuntime,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Option<Claim>, Stop> {
-        let Some((policy, store)) = &route.dedup else {
-            return Ok(None);
-        };
-        let Some(id) = policy.extract_id(headers, body) else {
-            return match policy.missing {
-                MissingId::Forward => Ok(None),
-                MissingId::Reject => Err(stop(
-                    Outcome::MissingDeliveryId,
-                    "this route needs a delivery ID to deduplicate",
-                )),
-            };
-        };
-        let key = self.state.delivery_keys.key(&route.name, id.as_bytes());
-        match Claim::acquire(store, key, self.claim_lease).await {
-            Ok(ClaimOutcome::Claimed(claim)) => Ok(Some(claim)),
-            Ok(ClaimOutcome::InFlight) => Err(stop(
-                Outcome::InFlight,
-                "this delivery is being forwarded right now; retry shortly",
-            )),
-            Ok(ClaimOutcome::Committed) => Err(stop(
-                Outcome::Duplicate,
-                "this delivery was already forwarded and accepted",
-            )),
-            Err(e) => Err(state_unavailable(e)),
-        }
+        self.state.limit_keys.route_key(&route.name, value)
     }
 
     /// Answers the sender on the gateway's behalf and records why.
@@ -242,7 +276,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// framing → route → method → unverified per-IP limit → size → body → verify → replay
-    /// window → tier limit → dedup claim → forward → settle the claim → relay the answer.
+    /// window → events (allow-list, schema) → admission (tier limit + dedup claim, one state call) → forward → settle the
+    /// claim → relay the answer.
     /// Always answers the sender and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if let Err(why) = framing::check(session.req_header(), || session.to_h1_raw()) {
@@ -336,17 +371,20 @@ impl ProxyHttp for Gateway {
                     .await;
             }
         }
+        let event = match check_event(route, &session.req_header().headers, verified.body()) {
+            Ok(event) => event,
+            Err(stop) => return self.stop(session, ctx, stop).await,
+        };
         let headers = &session.req_header().headers;
-        if let Err(stop) = self.check_tier(route, headers, client).await {
-            return self.stop(session, ctx, stop).await;
-        }
-        let claim = match self.claim_delivery(route, headers, verified.body()).await {
+        let claim = match self.admit(route, headers, client, verified.body()).await {
             Ok(claim) => claim,
             Err(stop) => return self.stop(session, ctx, stop).await,
         };
 
         // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
-        let exchange = match self.forwarder.send(&route.target, session, &verified).await {
+        stamp(session, route.scheme, event.event.as_deref());
+        let target = route.target_of(&event);
+        let exchange = match self.forwarder.send(target, session, &verified).await {
             Ok(exchange) => exchange,
             Err(ForwardError::Timeout(_)) => {
                 return self
@@ -421,6 +459,54 @@ impl ProxyHttp for Gateway {
             client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
             error = error.map(|e| e.etype().as_str()).unwrap_or(""),
         );
+    }
+}
+
+/// The route's `events` step: the event type, the allow-list, the schema and the event's
+/// upstream (`crate::events`). A route without an `events` block does nothing here.
+fn check_event(route: &RouteRuntime, headers: &HeaderMap, body: &[u8]) -> Result<Admitted, Stop> {
+    let Some((events, _)) = &route.events else {
+        return Ok(Admitted::default());
+    };
+    let refused = match events.admit(headers, body) {
+        Ok(admitted) => return Ok(admitted),
+        Err(refused) => refused,
+    };
+    Err(match refused {
+        Refused::Filtered { event: Some(event) } => stop(
+            Outcome::Filtered,
+            &format!("event `{event}` is not forwarded by this route"),
+        ),
+        Refused::Filtered { event: None } => stop(
+            Outcome::Filtered,
+            "this request names no event type, so this route does not forward it",
+        ),
+        Refused::Invalid(invalid) => {
+            let answer = Answer::for_outcome(Outcome::InvalidPayload, invalid.to_string())
+                .with_path(invalid.path);
+            (Outcome::InvalidPayload, answer)
+        }
+    })
+}
+
+/// Sets the headers the upstream may trust on the request it is about to receive: a sender's
+/// own `X-Hookgate-*` headers are removed, then `X-Hookgate-Verified: <scheme>` and, when the
+/// event type is known, `X-Hookgate-Event: <type>` are set.
+fn stamp(session: &mut Session, scheme: &'static str, event: Option<&str>) {
+    let header = session.req_header_mut();
+    let forged: Vec<_> = (header.headers.keys())
+        .filter(|name| events::is_gateway_header(name))
+        .cloned()
+        .collect();
+    for name in forged {
+        header.remove_header(&name);
+    }
+    let _ = header.insert_header(events::VERIFIED_HEADER, scheme);
+    // A type that isn't a plausible event name (too long, spaces, control characters) is left
+    // out rather than copied into a header.
+    let event = event.filter(|e| events::check_event_name(e).is_ok());
+    if let Some(value) = event.and_then(|e| http::HeaderValue::from_str(e).ok()) {
+        let _ = header.insert_header(events::EVENT_HEADER, value);
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Answer {
     pub message: String,
     /// Extra headers, e.g. `Allow` or `Retry-After`.
     pub headers: Vec<(&'static str, String)>,
+    /// The JSON pointer of the failing value of an `invalid_payload` answer (its `path` field).
+    pub path: Option<String>,
 }
 
 impl Answer {
@@ -27,6 +29,7 @@ impl Answer {
             code,
             message: message.into(),
             headers: Vec::new(),
+            path: None,
         }
     }
 
@@ -35,11 +38,19 @@ impl Answer {
         self
     }
 
+    /// Adds the `path` field: the JSON pointer of the failing value (`""`: the whole body).
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Bytes {
-        serde_json::json!({ "error": self.code, "message": self.message })
-            .to_string()
-            .into()
+        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        if let Some(path) = &self.path {
+            body["path"] = path.as_str().into();
+        }
+        body.to_string().into()
     }
 
     /// The standard answer for an outcome the gateway decides itself.
@@ -61,6 +72,9 @@ impl Answer {
             Outcome::RateLimited => (429, "rate_limited"),
             Outcome::IpLimited => (429, "ip_limited"),
             Outcome::StateUnavailable => (503, "state_unavailable"),
+            // 200: the sender must not retry an event the receiver does not take.
+            Outcome::Filtered => (200, "filtered"),
+            Outcome::InvalidPayload => (422, "invalid_payload"),
             // Forwarded requests are answered by the upstream; this is a programming error
             // turned into a safe answer rather than a panic.
             Outcome::Forwarded => (500, "internal_error"),
@@ -69,6 +83,7 @@ impl Answer {
         match outcome {
             Outcome::MethodNotAllowed => answer.with_header("Allow", "POST"),
             Outcome::Duplicate => answer.with_header("X-Hookgate-Duplicate", "true"),
+            Outcome::Filtered => answer.with_header("X-Hookgate-Filtered", "true"),
             Outcome::InFlight | Outcome::StateUnavailable => answer.with_header("Retry-After", "1"),
             _ => answer,
         }
@@ -103,5 +118,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&a.body()).unwrap();
         assert_eq!(v["error"], "method_not_allowed");
         assert_eq!(v["message"], "only POST is accepted");
+        assert!(v.get("path").is_none());
+    }
+
+    #[test]
+    fn filtered_and_invalid_payload_answers() {
+        let a = Answer::for_outcome(Outcome::Filtered, "not forwarded");
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers, vec![("X-Hookgate-Filtered", "true".to_string())]);
+        let a = Answer::for_outcome(Outcome::InvalidPayload, "wrong type").with_path("/data/id");
+        assert_eq!(a.status, 422);
+        let v: serde_json::Value = serde_json::from_slice(&a.body()).unwrap();
+        assert_eq!(v["error"], "invalid_payload");
+        assert_eq!(v["path"], "/data/id");
     }
 }

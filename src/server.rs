@@ -41,7 +41,8 @@ pub fn build(config: &Config) -> Server {
 
     let metrics = Arc::new(Metrics::new());
     let clock = crate::clock::system();
-    let state = Arc::new(State::memory(config, clock.clone()));
+    // Memory or Redis per `config.state`; Redis is connected on first use, never here.
+    let state = Arc::new(State::new(config, clock.clone(), &metrics));
     let gateway = Gateway::new(config, &metrics, state.clone(), clock);
     let route_metrics = config
         .routes
@@ -50,7 +51,7 @@ pub fn build(config: &Config) -> Server {
         .collect();
     let maintenance = background_service(
         "hookgate state maintenance",
-        Maintenance::new(state, route_metrics),
+        Maintenance::new(state.clone(), route_metrics),
     );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -59,7 +60,7 @@ pub fn build(config: &Config) -> Server {
     );
     proxy.add_tcp(&config.listen.to_string());
 
-    let readiness = Arc::new(Readiness::new(config.listen));
+    let readiness = Arc::new(Readiness::new(config.listen, state));
     let mut admin = Service::new("hookgate admin".to_string(), Admin::new(metrics, readiness));
     admin.threads = Some(1);
     admin.add_tcp(&config.admin_listen.to_string());

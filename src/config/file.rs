@@ -50,6 +50,10 @@ pub mod defaults {
     pub const DEDUP_CAPACITY: std::num::NonZeroUsize = crate::dedup::DEFAULT_CAPACITY;
     /// `replay.max_skew`.
     pub const REPLAY_MAX_SKEW: Duration = Duration::from_secs(30);
+    /// `state.timeout`: a local Redis answers in well under a millisecond.
+    pub const STATE_TIMEOUT: Duration = Duration::from_millis(50);
+    /// `state.key_prefix`.
+    pub const STATE_KEY_PREFIX: &str = "hookgate";
 }
 
 /// The whole file.
@@ -76,7 +80,9 @@ pub(crate) struct Config {
     pub tiers: TierTable,
     #[serde(default)]
     pub unverified_per_ip: Option<PerMinute>,
-    // Planned top-level key: `state`.
+    /// `None` (or `state: {}`): the memory backend.
+    #[serde(default, deserialize_with = "present")]
+    pub state: Option<super::state::State>,
 }
 
 /// One entry of `routes`.
@@ -105,7 +111,9 @@ pub(crate) struct Route {
     /// Only with `tier`; `None`: `route`.
     #[serde(default)]
     pub rate_limit_key: Option<RateLimitKey>,
-    // Planned route key: `events`.
+    /// `None`: events are not looked at. An empty `events:` is `events: {}`.
+    #[serde(default, deserialize_with = "present")]
+    pub events: Option<super::events::Events>,
 }
 
 /// For a key whose empty value (`key:` and nothing else) means an empty mapping rather than

@@ -29,6 +29,7 @@ pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
         routes,
         tiers,
         unverified_per_ip,
+        state,
     } = file;
     let tiers = tiers.0;
     let mut lowered = Vec::with_capacity(routes.0.len());
@@ -52,6 +53,7 @@ pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
         let (Ok(rate_limit), Ok(dedup)) = (rate_limit, dedup) else {
             continue;
         };
+        let events = route.events.map(|events| events.lower(&verify.scheme));
         lowered.push(Route {
             name: route.name.0,
             path: route.path.0,
@@ -65,6 +67,7 @@ pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
                 max_skew: replay.max_skew.0,
             }),
             rate_limit,
+            events,
         });
     }
     if !errors.is_empty() {
@@ -78,6 +81,7 @@ pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
         routes: lowered,
         tiers,
         unverified_per_ip: unverified_per_ip.map(|limit| limit.0),
+        state: state.map(|state| state.0).unwrap_or_default(),
     })
 }
 

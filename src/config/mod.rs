@@ -23,10 +23,12 @@
 mod context;
 mod env;
 mod error;
+mod events;
 mod file;
 mod lower;
 pub mod model;
 mod scan;
+mod state;
 mod value;
 mod warn;
 

@@ -10,6 +10,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 pub use crate::dedup::{DedupPolicy, IdSource, MissingId, ReplayWindow};
+pub use crate::events::{EventRoute, EventsConfig};
 pub use crate::ratelimit::{LimitKey, RateLimit, Tiers};
 
 /// The whole gateway configuration, valid by construction.
@@ -31,6 +32,134 @@ pub struct Config {
     /// Per-client-IP limit (requests per minute) on requests not yet verified, checked before
     /// the body is read. `None`: no such limit.
     pub unverified_per_ip: Option<NonZeroU32>,
+    /// Where dedup records and rate-limit buckets live (`state`); memory by default.
+    pub state: StateConfig,
+}
+
+/// Where the state of the stateful checks (dedup records, rate-limit buckets) lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateConfig {
+    /// In this process's memory (the default): each gateway deduplicates and limits alone.
+    #[default]
+    Memory,
+    /// In a Redis server that every replica shares.
+    Redis(RedisState),
+}
+
+impl StateConfig {
+    /// The name used in the config file (`state.backend`).
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+/// The settings of the Redis state backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisState {
+    pub url: RedisUrl,
+    /// Deadline of every call to Redis (one round trip).
+    pub timeout: Duration,
+    /// What a request gets when Redis fails or is too slow.
+    pub on_error: OnStateError,
+    /// The first part of every key (`<prefix>:dedup:…`, `<prefix>:rate:…`).
+    pub key_prefix: String,
+    /// The secret every replica hashes delivery IDs and rate-limit keys with, so that they
+    /// name the same things alike. Never sent to Redis.
+    pub key_secret: Secret,
+}
+
+/// `state.on_error`: what a request gets when the shared state cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnStateError {
+    /// Answer 503 with `Retry-After` (nothing is forwarded unchecked); `/readyz` fails while
+    /// Redis is unreachable.
+    #[default]
+    FailClosed,
+    /// Decide from this process's memory instead (limits and dedup then hold per replica only).
+    FailOpen,
+}
+
+impl OnStateError {
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail_closed",
+            Self::FailOpen => "fail_open",
+        }
+    }
+}
+
+/// A Redis server's URL, `redis://[user:password@]host[:port][/db]`. `Display` and `Debug` show
+/// it without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    url: String,
+    shown: String,
+}
+
+impl RedisUrl {
+    /// Parses and checks a URL. `rediss://` (TLS) is refused: this build has no TLS client for
+    /// Redis. Error messages never quote the URL, which may hold a password.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const EXPECTED: &str = "expected `redis://[user:password@]host[:port][/db]`";
+        let scheme = text.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some(s) if s.eq_ignore_ascii_case("redis") => {}
+            Some(s) if s.eq_ignore_ascii_case("rediss") => {
+                return Err(
+                    "`rediss://` (TLS) is not supported: this build has no TLS client for \
+                     Redis; use `redis://` to a Redis on a trusted network, or a local TLS \
+                     tunnel (e.g. stunnel) in front of a remote one"
+                        .to_string(),
+                )
+            }
+            Some(_) => return Err(format!("unsupported scheme; {EXPECTED}")),
+            None => return Err(format!("no scheme; {EXPECTED}")),
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(text)
+            .map_err(|_| format!("not a valid Redis URL; {EXPECTED}"))?;
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(format!("not a plain TCP Redis URL; {EXPECTED}"));
+        };
+        if host.is_empty() {
+            return Err(format!("the URL has no host; {EXPECTED}"));
+        }
+        let settings = info.redis_settings();
+        let user = match (settings.username(), settings.password()) {
+            (None, None) => "",
+            (Some(_), None) => "<user>@",
+            (_, Some(_)) => "<credentials>@",
+        };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        Ok(Self {
+            url: text.to_string(),
+            shown: format!("redis://{user}{host}:{port}/{}", settings.db()),
+        })
+    }
+
+    /// The whole URL, credentials included: only for connecting.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.shown)
+    }
 }
 
 /// One webhook endpoint: which requests it takes, how they are verified, where they go.
@@ -51,6 +180,9 @@ pub struct Route {
     pub replay: Option<ReplayWindow>,
     /// The sender's tier limit; `None`: not limited.
     pub rate_limit: Option<RateLimit>,
+    /// Event allow-list, per-event upstreams and payload validation; `None`: events are not
+    /// looked at.
+    pub events: Option<EventsConfig>,
 }
 
 /// How a route matches request paths (the query string is never part of the match).
@@ -434,6 +566,32 @@ mod tests {
         for bad in ["hooks", "/a*", "/a/*/b", "/a?x=1", "/a b"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn redis_urls_parse_and_never_show_a_password() {
+        let url = RedisUrl::parse("redis://:hunter2@cache.internal:6380/2").unwrap();
+        assert_eq!(url.as_str(), "redis://:hunter2@cache.internal:6380/2");
+        assert_eq!(
+            url.to_string(),
+            "redis://<credentials>@cache.internal:6380/2"
+        );
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let url = RedisUrl::parse("redis://127.0.0.1").unwrap();
+        assert_eq!(url.to_string(), "redis://127.0.0.1:6379/0");
+        for bad in [
+            "rediss://:hunter2@cache:6380",
+            "http://hunter2@cache",
+            "cache:6379",
+            "redis://",
+            "redis://:hunter2@cache/notadb",
+        ] {
+            let err = RedisUrl::parse(bad).unwrap_err();
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
+        assert!(RedisUrl::parse("rediss://cache")
+            .unwrap_err()
+            .contains("TLS"));
     }
 
     #[test]

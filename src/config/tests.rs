@@ -9,6 +9,9 @@ use super::*;
 
 const ORIGIN: &str = "test.yaml";
 
+/// The shipped schema directory (`${SCHEMAS}` in the tests' environment).
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/schemas");
+
 /// Joins `lines` with newlines: line `n` of the document is `lines[n - 1]`.
 fn yaml(lines: &[&str]) -> String {
     let mut text = lines.join("\n");
@@ -28,6 +31,7 @@ fn test_env(name: &str) -> Option<String> {
         "HOST" => Some("127.0.0.1".into()),
         "PORT" => Some("4000".into()),
         "THREADS" => Some("8".into()),
+        "SCHEMAS" => Some(SCHEMAS.into()),
         _ => None,
     }
 }
@@ -113,6 +117,13 @@ fn golden_every_key_set() {
         "      capacity: 5000",
         "      missing: forward",
         "    replay: { max_age: 10m, max_skew: 1m }",
+        "    events:",
+        "      allow: [dossier.created, message.received, message.sent]",
+        "      routes:",
+        "        - match: [message.received, message.sent]",
+        "          upstream: http://127.0.0.1:3005",
+        "      validate: true",
+        "      schemas: ${SCHEMAS}",
         "  - name: messages.v2",
         "    path: /webhooks/messages/*",
         "    upstream: http://localhost/",
@@ -120,6 +131,7 @@ fn golden_every_key_set() {
         "      secrets: [whsec_m]",
         "    dedup: {}",
         "    tier: free",
+        "    events:",
         "  - name: payments",
         "    path: /webhooks/payments",
         "    upstream: http://127.0.0.1:3001",
@@ -140,6 +152,13 @@ fn golden_every_key_set() {
         "  free: 30",
         "  partner-x: 1200",
         "unverified_per_ip: 600",
+        "state:",
+        "  backend: redis",
+        "  redis_url: redis://:${SECRET}@cache.internal:6380/1",
+        "  timeout: 20ms",
+        "  on_error: fail_open",
+        "  key_prefix: hg-test",
+        "  key_secret: 0123456789abcdef0123456789abcdef",
     ]);
     let config = parse_ok(&text);
 
@@ -183,6 +202,24 @@ fn golden_every_key_set() {
                     per_minute: nz32(1200),
                     key: model::LimitKey::Header(http::HeaderName::from_static("x-tenant-id")),
                 }),
+                events: Some(model::EventsConfig {
+                    allow: Some(vec![
+                        "dossier.created".into(),
+                        "message.received".into(),
+                        "message.sent".into(),
+                    ]),
+                    routes: vec![model::EventRoute {
+                        events: vec!["message.received".into(), "message.sent".into()],
+                        upstream: Upstream {
+                            url: "http://127.0.0.1:3005".into(),
+                            addr: "127.0.0.1:3005".parse().unwrap(),
+                        },
+                    }],
+                    schemas: Some(std::sync::Arc::new(
+                        crate::events::Schemas::load(std::path::Path::new(SCHEMAS)).unwrap(),
+                    )),
+                    header: None,
+                }),
             },
             Route {
                 name: "messages.v2".into(),
@@ -214,6 +251,13 @@ fn golden_every_key_set() {
                     per_minute: nz32(30),
                     key: model::LimitKey::Route,
                 }),
+                // An empty `events:`: only the event header is set on forwarded requests.
+                events: Some(model::EventsConfig {
+                    allow: None,
+                    routes: Vec::new(),
+                    schemas: None,
+                    header: None,
+                }),
             },
             Route {
                 name: "payments".into(),
@@ -241,6 +285,7 @@ fn golden_every_key_set() {
                     max_skew: Duration::from_secs(30),
                 }),
                 rate_limit: None,
+                events: None,
             },
             Route {
                 name: "orders".into(),
@@ -266,6 +311,7 @@ fn golden_every_key_set() {
                 }),
                 replay: None,
                 rate_limit: None,
+                events: None,
             },
         ],
         tiers: {
@@ -275,9 +321,20 @@ fn golden_every_key_set() {
             tiers
         },
         unverified_per_ip: Some(nz32(600)),
+        state: model::StateConfig::Redis(model::RedisState {
+            url: model::RedisUrl::parse("redis://:whsec_from_env@cache.internal:6380/1").unwrap(),
+            timeout: Duration::from_millis(20),
+            on_error: model::OnStateError::FailOpen,
+            key_prefix: "hg-test".into(),
+            key_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+        }),
     };
     // `Debug` covers every field but the secrets' values (redacted); compare those apart.
     assert_eq!(format!("{config:#?}"), format!("{expected:#?}"));
+    assert_eq!(
+        config.state, expected.state,
+        "the URL and key secret in full"
+    );
     for (got, want) in config.routes.iter().zip(&expected.routes) {
         assert_eq!(
             got.verify.secrets, want.verify.secrets,
@@ -1558,6 +1615,222 @@ fn replay_windows() {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// events
+
+/// One route (`verify` on line 5) with `lines` as its `events` block from line 7 (line 6 is
+/// `    events:`).
+fn events_block(scheme: &str, lines: &[&str]) -> String {
+    let verify = format!("    verify: {{ scheme: {scheme}, secrets: [whsec_a] }}");
+    let mut all = vec![
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        verify.as_str(),
+        "    events:",
+    ];
+    all.extend_from_slice(lines);
+    yaml(&all)
+}
+
+fn events_of(scheme: &str, lines: &[&str]) -> model::EventsConfig {
+    let config = parse_ok(&events_block(scheme, lines));
+    config.routes[0].events.clone().expect("an events block")
+}
+
+#[test]
+fn events_lower_with_their_defaults() {
+    // No block: events are not looked at.
+    assert!(parse_ok(&one_route(&[])).routes[0].events.is_none());
+    // An empty block: every event, the route's upstream, no validation.
+    let events = events_of("hmac-sha256", &[]);
+    assert_eq!(events.allow, None);
+    assert!(events.routes.is_empty());
+    assert!(events.schemas.is_none());
+    assert_eq!(events.header, None);
+    // `validate: true` without `schemas`: the shipped schemas, built in.
+    let events = events_of("hmac-sha256", &["      validate: true"]);
+    let schemas = events.schemas.expect("schemas");
+    assert!(format!("{schemas:?}").contains("built-in"), "{schemas:?}");
+    assert!(schemas.has_envelope());
+    // `validate: false` is the default, spelled out.
+    assert!(events_of("hmac-sha256", &["      validate: false"])
+        .schemas
+        .is_none());
+    // Schemes that name the event in a header read it from there.
+    let github = events_of("github", &["      allow: [push]"]);
+    assert_eq!(github.header.unwrap(), "x-github-event");
+    assert_eq!(github.allow, Some(vec!["push".to_string()]));
+}
+
+#[test]
+fn events_values_are_checked_at_their_line() {
+    let cases: &[(&[&str], usize, &str, &str)] = &[
+        (
+            &["      allow: [dossier.created, 'two words']"],
+            7,
+            "routes[0].events.allow[1]",
+            "not a valid event type",
+        ),
+        (
+            &["      allow: [dossier.created, dossier.created]"],
+            7,
+            "routes[0].events.allow[1]",
+            "listed twice",
+        ),
+        (
+            &["      allow: []"],
+            7,
+            "routes[0].events.allow",
+            "would filter every event",
+        ),
+        (
+            &["      alow: [dossier.created]"],
+            7,
+            "routes[0].events.alow",
+            "unknown field `alow`",
+        ),
+        (
+            &["      validate: yes please"],
+            7,
+            "routes[0].events.validate",
+            "invalid type",
+        ),
+        (
+            &[
+                "      allow: [dossier.created]",
+                "      routes:",
+                "        - match: [message.sent]",
+                "          upstream: http://127.0.0.1:3001",
+            ],
+            9,
+            "routes[0].events.routes[0].match[0]",
+            "`message.sent` is not on this route's `allow` list",
+        ),
+        (
+            &[
+                "      routes:",
+                "        - match: [message.sent]",
+                "          upstream: http://127.0.0.1:3001",
+                "        - upstream: http://127.0.0.1:3002",
+                "          match: [message.received, message.sent]",
+            ],
+            11,
+            "routes[0].events.routes[1].match[1]",
+            "already matched by events.routes[0]",
+        ),
+        (
+            &[
+                "      routes:",
+                "        - match: []",
+                "          upstream: http://127.0.0.1:3001",
+            ],
+            8,
+            "routes[0].events.routes[0].match",
+            "at least one event type",
+        ),
+        (
+            &[
+                "      routes:",
+                "        - match: [a.b]",
+                "          upstream: https://127.0.0.1:3001",
+            ],
+            9,
+            "routes[0].events.routes[0].upstream",
+            "TLS",
+        ),
+        (
+            &["      routes:", "        - match: [a.b]"],
+            8,
+            "routes[0].events.routes[0].upstream",
+            "missing field `upstream`",
+        ),
+        (
+            &[
+                "      routes:",
+                "        - match: [a.b]",
+                "          upstream: http://127.0.0.1:3001",
+                "          weight: 2",
+            ],
+            10,
+            "routes[0].events.routes[0].weight",
+            "unknown field `weight`",
+        ),
+        (
+            &[
+                "      validate: true",
+                "      schemas: /nonexistent/schemas",
+            ],
+            8,
+            "routes[0].events.schemas",
+            "cannot read the schema directory `/nonexistent/schemas`",
+        ),
+    ];
+    for (lines, line, key, needle) in cases {
+        assert_error(&events_block("hmac-sha256", lines), *line, key, needle);
+    }
+}
+
+#[test]
+fn events_keys_that_depend_on_each_other_point_at_the_mapping() {
+    let cases: &[(&[&str], &str)] = &[
+        // `allow` after `routes`.
+        (
+            &[
+                "      routes:",
+                "        - match: [message.sent]",
+                "          upstream: http://127.0.0.1:3001",
+                "      allow: [dossier.created]",
+            ],
+            "events.routes[0].match: `message.sent` is not on this route's `allow` list",
+        ),
+        (
+            &["      schemas: ${SCHEMAS}"],
+            "`schemas` is used only with `validate: true`",
+        ),
+        (
+            &["      validate: false", "      schemas: ${SCHEMAS}"],
+            "used only with `validate: true`",
+        ),
+    ];
+    for (lines, needle) in cases {
+        assert_error(
+            &events_block("hmac-sha256", lines),
+            7,
+            "routes[0].events",
+            needle,
+        );
+    }
+}
+
+#[test]
+fn schema_errors_name_the_schema_file_at_the_schemas_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        format!("{SCHEMAS}/envelope.json"),
+        dir.path().join("envelope.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("dossier.created.json"),
+        r#"{"type": "object", "properties": {"data": {"requried": ["id"]}}}"#,
+    )
+    .unwrap();
+    let schemas = format!("      schemas: {}", dir.path().display());
+    let err = assert_error(
+        &events_block("hmac-sha256", &["      validate: true", &schemas]),
+        8,
+        "routes[0].events.schemas",
+        "unknown keyword `requried` at `/properties/data`",
+    );
+    let file = dir.path().join("dossier.created.json");
+    assert!(
+        err.message.contains(&format!("`{}`", file.display())),
+        "{err}"
+    );
+}
+
 #[test]
 fn of_several_errors_found_after_reading_the_first_in_the_file_is_reported() {
     // Lowering checks `tier` before `dedup`; the file has `dedup` first.
@@ -1586,4 +1859,184 @@ fn of_several_errors_found_after_reading_the_first_in_the_file_is_reported() {
         "routes[0].rate_limit_key",
         "applies only to a route with a `tier`",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// State backend: the top-level `state` mapping
+
+/// One route (lines 1-7), then a `state:` mapping from line 8 with `lines` from line 9.
+fn state_block(lines: &[&str]) -> String {
+    let mut text = one_route(&[]);
+    text.push_str(&yaml(&[&["state:"], lines].concat()));
+    text
+}
+
+const KEY_SECRET: &str = "  key_secret: 0123456789abcdef0123456789abcdef";
+
+#[test]
+fn state_defaults_to_memory() {
+    assert_eq!(parse_ok(&one_route(&[])).state, model::StateConfig::Memory);
+    assert_eq!(
+        parse_ok(&state_block(&[])).state,
+        model::StateConfig::Memory
+    );
+    let text = format!("{}state: {{}}\n", one_route(&[]));
+    assert_eq!(parse_ok(&text).state, model::StateConfig::Memory);
+    let config = parse_ok(&state_block(&["  backend: memory"]));
+    assert_eq!(config.state, model::StateConfig::Memory);
+    assert_eq!(config.state.backend_name(), "memory");
+}
+
+#[test]
+fn redis_state_lowers_with_its_defaults() {
+    let config = parse_ok(&state_block(&[
+        "  backend: redis",
+        "  redis_url: redis://127.0.0.1:6379/0",
+        KEY_SECRET,
+    ]));
+    let model::StateConfig::Redis(redis) = &config.state else {
+        panic!("{:?}", config.state);
+    };
+    assert_eq!(redis.url.as_str(), "redis://127.0.0.1:6379/0");
+    assert_eq!(redis.timeout, defaults::STATE_TIMEOUT);
+    assert_eq!(redis.timeout, Duration::from_millis(50));
+    assert_eq!(redis.on_error, model::OnStateError::FailClosed);
+    assert_eq!(redis.key_prefix, "hookgate");
+    assert_eq!(
+        redis.key_secret,
+        Secret::new("0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(config.state.backend_name(), "redis");
+    // The URL and the secret may come from the environment.
+    let config = parse_ok(&state_block(&[
+        "  backend: redis",
+        "  redis_url: redis://${HOST}:${PORT}",
+        "  key_secret: ${SECRET}-${SECRET}-${SECRET}",
+        "  on_error: fail_open",
+    ]));
+    let model::StateConfig::Redis(redis) = &config.state else {
+        panic!("{:?}", config.state);
+    };
+    assert_eq!(redis.url.as_str(), "redis://127.0.0.1:4000");
+    assert_eq!(redis.on_error, model::OnStateError::FailOpen);
+}
+
+#[test]
+fn state_values_are_checked_at_their_line() {
+    let redis = "  backend: redis";
+    let url = "  redis_url: redis://127.0.0.1:6379";
+    let cases: &[(&[&str], usize, &str, &str)] = &[
+        (
+            &["  backend: etcd"],
+            9,
+            "state.backend",
+            "expected `memory` or `redis`",
+        ),
+        (
+            &[
+                redis,
+                "  redis_url: redis://:hunter2@cache:6379/x",
+                KEY_SECRET,
+            ],
+            10,
+            "state.redis_url",
+            "not a valid Redis URL",
+        ),
+        (
+            &[
+                redis,
+                "  redis_url: rediss://:hunter2@cache:6379",
+                KEY_SECRET,
+            ],
+            10,
+            "state.redis_url",
+            "`rediss://` (TLS) is not supported",
+        ),
+        (
+            &[redis, "  redis_url: http://hunter2@cache", KEY_SECRET],
+            10,
+            "state.redis_url",
+            "unsupported scheme",
+        ),
+        (
+            &[redis, url, KEY_SECRET, "  timeout: 0s"],
+            12,
+            "state.timeout",
+            "greater than 0",
+        ),
+        (
+            &[redis, url, KEY_SECRET, "  on_error: retry"],
+            12,
+            "state.on_error",
+            "expected `fail_closed`",
+        ),
+        (
+            &[redis, url, KEY_SECRET, "  key_prefix: 'a b'"],
+            12,
+            "state.key_prefix",
+            "1 to 64 ASCII",
+        ),
+        (
+            &[redis, url, KEY_SECRET, "  key_prefix: '{tag}'"],
+            12,
+            "state.key_prefix",
+            "1 to 64 ASCII",
+        ),
+        (
+            &[redis, url, "  key_secret: hunter2"],
+            11,
+            "state.key_secret",
+            "at least 32 characters",
+        ),
+        (
+            &[redis, url, "  key_secret: ${EMPTY}"],
+            11,
+            "state.key_secret",
+            "at least 32 characters",
+        ),
+        (
+            &[redis, url, KEY_SECRET, "  timout: 1s"],
+            12,
+            "state.timout",
+            "unknown field `timout`",
+        ),
+    ];
+    for (lines, line, key, needle) in cases {
+        let err = assert_error(&state_block(lines), *line, key, needle);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn state_keys_that_depend_on_the_backend_point_at_the_mapping() {
+    // Errors involving several keys point at the mapping (its first key, line 9).
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["  backend: redis", KEY_SECRET],
+            "`backend: redis` needs `redis_url`",
+        ),
+        (
+            &[
+                "  backend: redis",
+                "  redis_url: redis://:hunter2@127.0.0.1",
+            ],
+            "`backend: redis` needs `key_secret`",
+        ),
+        (
+            &["  redis_url: redis://:hunter2@127.0.0.1"],
+            "`redis_url` applies only to `backend: redis`",
+        ),
+        (
+            &["  backend: memory", "  on_error: fail_open"],
+            "`on_error` applies only to `backend: redis`",
+        ),
+        (
+            &["  key_secret: 0123456789abcdef0123456789abcdef"],
+            "`key_secret` applies only",
+        ),
+    ];
+    for (lines, needle) in cases {
+        let err = assert_error(&state_block(lines), 9, "state", needle);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
 }

@@ -30,7 +30,7 @@ use super::model::{
 /// error naming `expecting`. `convert` runs *inside* the visitor, while serde_yaml still knows
 /// the value's position: an error returned after `deserialize_str` had returned would only get
 /// the position of the enclosing mapping.
-fn parse_scalar<'de, D, T, F>(
+pub(crate) fn parse_scalar<'de, D, T, F>(
     deserializer: D,
     expecting: &'static str,
     convert: F,

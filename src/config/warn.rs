@@ -5,6 +5,7 @@ use humantime::format_duration;
 
 use super::model::{Config, Route};
 use crate::dedup::entries_needed;
+use crate::events::SPEC_EVENTS;
 
 /// Every warning about `config`, route by route, each a sentence naming its route.
 ///
@@ -21,11 +22,16 @@ use crate::dedup::entries_needed;
 ///   `client_ip` rate-limit key every sender has its own budget, so the route's peak can be
 ///   higher still: this check is then a lower bound. A route without a tier has no known peak,
 ///   hence no such warning.
+/// - A route whose `events` block names an event type that is not one of the spec's eight, on a
+///   scheme that reads the type from the body: often a typo, which would filter or misroute that
+///   event. Senders add types, so it is not an error. (Schemes that name events in a header,
+///   such as GitHub's, have their own names.)
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
     for route in &config.routes {
         replay_warning(route, &mut warnings);
         capacity_warning(route, &mut warnings);
+        events_warning(route, &mut warnings);
     }
     warnings
 }
@@ -75,6 +81,32 @@ fn capacity_warning(route: &Route, warnings: &mut Vec<String>) {
             format_duration(dedup.ttl),
             limit.tier_name,
             limit.per_minute,
+        ));
+    }
+}
+
+fn events_warning(route: &Route, warnings: &mut Vec<String>) {
+    let Some(events) = route.events.as_ref().filter(|e| e.header.is_none()) else {
+        return;
+    };
+    let named = (events.allow.iter().flatten()).chain(events.routes.iter().flat_map(|r| &r.events));
+    let mut unknown: Vec<&str> = named
+        .map(String::as_str)
+        .filter(|event| !SPEC_EVENTS.contains(event))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "route `{}`: `events` names {}, not among the spec's eight event types ({}): a typo? \
+             (accepted, since senders may add types)",
+            route.name,
+            unknown
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            SPEC_EVENTS.join(", "),
         ));
     }
 }
@@ -176,6 +208,41 @@ mod tests {
         assert!(got[0].contains("tier `bulk`"), "{got:?}");
         let got = warnings(&config(&["    dedup: { ttl: 1h, capacity: 1 }"]));
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn event_types_outside_the_spec() {
+        let got = warnings(&config(&[
+            "    events:",
+            "      allow: [dossier.created, dosier.updated, message.received]",
+            "      routes:",
+            "        - match: [message.received]",
+            "          upstream: http://127.0.0.1:3001",
+            "        - match: [dosier.updated]",
+            "          upstream: http://127.0.0.1:3002",
+        ]));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "route `hooks`: `events` names `dosier.updated`, not among the spec's eight"
+            ),
+            "{got:?}"
+        );
+        let all = crate::events::SPEC_EVENTS.join(", ");
+        let got = warnings(&config(&["    events:", &format!("      allow: [{all}]")]));
+        assert!(got.is_empty(), "{got:?}");
+        // GitHub names its own events (in `X-GitHub-Event`).
+        let text = [
+            "routes:",
+            "  - name: gh",
+            "    path: /gh",
+            "    upstream: http://127.0.0.1:3000",
+            "    verify: { scheme: github, secrets: [k] }",
+            "    events: { allow: [push, pull_request] }",
+        ]
+        .join("\n");
+        let config = super::super::parse(&text, "test.yaml", &|_| None).unwrap();
+        assert!(warnings(&config).is_empty());
     }
 
     #[test]

@@ -182,6 +182,18 @@ impl Claim {
         })
     }
 
+    /// Wraps a claim that `store` made by other means than [`Claim::acquire`] in a guard, which
+    /// then commits or releases it like any other. For backends that make the claim in one call
+    /// together with another check (the Redis admission script: tier limit and claim at once).
+    pub fn adopt(store: Arc<dyn DeliveryStore>, key: DeliveryKey, token: ClaimToken) -> Claim {
+        Claim {
+            store,
+            key,
+            token,
+            pending: Pending::Release,
+        }
+    }
+
     /// The upstream answered 2xx: keep the ID as delivered for the TTL. `Ok(false)` means the
     /// claim had already been lost (see [`DeliveryStore::commit`]). If this future is dropped
     /// before the store answers, the guard still finishes the commit.

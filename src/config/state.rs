@@ -1,0 +1,239 @@
+//! The top-level `state` mapping: where dedup records and rate-limit buckets live.
+//!
+//! ```yaml
+//! state:
+//!   backend: redis                       # memory (default) | redis
+//!   redis_url: ${HOOKGATE_REDIS_URL}     # redis://[user:password@]host[:port][/db]
+//!   key_secret: ${HOOKGATE_STATE_KEY}    # the same on every replica, at least 32 characters
+//!   timeout: 50ms                        # per call
+//!   on_error: fail_closed                # fail_closed | fail_open
+//!   key_prefix: hookgate
+//! ```
+//!
+//! Read by hand, like `verify`: each value is checked inside its own visitor, so a bad URL or
+//! secret is reported at its own line, and the keys that depend on `backend` (the Redis keys
+//! are refused for `memory`; `redis_url` and `key_secret` are required for `redis`) are checked
+//! once the whole mapping is read, so those errors point at the mapping's first line. No
+//! message ever quotes the URL (it may hold a password) or the secret.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::model::{OnStateError, RedisState, RedisUrl, Secret, StateConfig};
+use super::value::{parse_scalar, Timeout};
+
+use super::file::defaults::{
+    STATE_KEY_PREFIX as DEFAULT_KEY_PREFIX, STATE_TIMEOUT as DEFAULT_TIMEOUT,
+};
+
+/// Fewest characters in `state.key_secret`: 32 hex digits are 128 bits.
+pub const MIN_KEY_SECRET_LEN: usize = 32;
+
+/// The `state` mapping, validated: the model's [`StateConfig`].
+#[derive(Debug)]
+pub(crate) struct State(pub StateConfig);
+
+/// The keys of a `state` mapping.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum StateKey {
+    Backend,
+    RedisUrl,
+    Timeout,
+    OnError,
+    KeyPrefix,
+    KeySecret,
+}
+
+const STATE_KEYS: &[&str] = &[
+    "backend",
+    "redis_url",
+    "timeout",
+    "on_error",
+    "key_prefix",
+    "key_secret",
+];
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("State", STATE_KEYS, StateVisitor)
+    }
+}
+
+struct StateVisitor;
+
+impl<'de> Visitor<'de> for StateVisitor {
+    type Value = State;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `state` mapping (`{}` for the memory backend)")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<State, A::Error> {
+        let mut backend: Option<BackendName> = None;
+        let mut redis_url: Option<RedisUrlValue> = None;
+        let mut timeout: Option<Timeout> = None;
+        let mut on_error: Option<OnErrorValue> = None;
+        let mut key_prefix: Option<KeyPrefix> = None;
+        let mut key_secret: Option<KeySecret> = None;
+        while let Some(key) = map.next_key::<StateKey>()? {
+            match key {
+                StateKey::Backend => once(&mut backend, "backend", map.next_value()?)?,
+                StateKey::RedisUrl => once(&mut redis_url, "redis_url", map.next_value()?)?,
+                StateKey::Timeout => once(&mut timeout, "timeout", map.next_value()?)?,
+                StateKey::OnError => once(&mut on_error, "on_error", map.next_value()?)?,
+                StateKey::KeyPrefix => once(&mut key_prefix, "key_prefix", map.next_value()?)?,
+                StateKey::KeySecret => once(&mut key_secret, "key_secret", map.next_value()?)?,
+            }
+        }
+        match backend.unwrap_or(BackendName::Memory) {
+            BackendName::Memory => {
+                let redis_only = [
+                    ("redis_url", redis_url.is_some()),
+                    ("timeout", timeout.is_some()),
+                    ("on_error", on_error.is_some()),
+                    ("key_prefix", key_prefix.is_some()),
+                    ("key_secret", key_secret.is_some()),
+                ];
+                if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
+                    return Err(de::Error::custom(format!(
+                        "`{key}` applies only to `backend: redis`; the memory backend keeps \
+                         its state in this process"
+                    )));
+                }
+                Ok(State(StateConfig::Memory))
+            }
+            BackendName::Redis => {
+                let url = redis_url.ok_or_else(|| {
+                    de::Error::custom(
+                        "`backend: redis` needs `redis_url`, e.g. `redis://127.0.0.1:6379/0`",
+                    )
+                })?;
+                let key_secret = key_secret.ok_or_else(|| {
+                    de::Error::custom(format!(
+                        "`backend: redis` needs `key_secret`: a secret of at least \
+                         {MIN_KEY_SECRET_LEN} characters, the same on every replica, that \
+                         delivery IDs and rate-limit keys are hashed with (e.g. \
+                         `${{HOOKGATE_STATE_KEY}}`, set from `openssl rand -hex 32`)"
+                    ))
+                })?;
+                Ok(State(StateConfig::Redis(RedisState {
+                    url: url.0,
+                    timeout: timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
+                    on_error: on_error.map_or(OnStateError::default(), |o| o.0),
+                    key_prefix: key_prefix.map_or_else(|| DEFAULT_KEY_PREFIX.to_string(), |p| p.0),
+                    key_secret: key_secret.0,
+                })))
+            }
+        }
+    }
+}
+
+/// Sets `slot` to `value`, or fails on a repeated key (which `scan` reports first, at the key).
+fn once<T, E: de::Error>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(key));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// `state.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendName {
+    Memory,
+    Redis,
+}
+
+impl<'de> Deserialize<'de> for BackendName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "`memory` or `redis`", |text| {
+            match text.trim().to_ascii_lowercase().as_str() {
+                "memory" => Ok(Self::Memory),
+                "redis" => Ok(Self::Redis),
+                _ => Err(format!(
+                    "unknown state backend `{text}`; expected `memory` or `redis`"
+                )),
+            }
+        })
+    }
+}
+
+/// `state.redis_url` ([`RedisUrl::parse`]); never quoted in an error.
+#[derive(Debug)]
+struct RedisUrlValue(RedisUrl);
+
+impl<'de> Deserialize<'de> for RedisUrlValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(
+            deserializer,
+            "a Redis URL such as `redis://127.0.0.1:6379/0`",
+            |text| RedisUrl::parse(text.trim()).map(Self),
+        )
+    }
+}
+
+/// `state.on_error`.
+#[derive(Debug)]
+struct OnErrorValue(OnStateError);
+
+impl<'de> Deserialize<'de> for OnErrorValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(
+            deserializer,
+            "`fail_closed` or `fail_open`",
+            |text| match text.trim().to_ascii_lowercase().as_str() {
+                "fail_closed" => Ok(Self(OnStateError::FailClosed)),
+                "fail_open" => Ok(Self(OnStateError::FailOpen)),
+                _ => Err(format!(
+                    "unknown value `{text}`; expected `fail_closed` (answer 503) or \
+                     `fail_open` (decide from this process's memory)"
+                )),
+            },
+        )
+    }
+}
+
+/// `state.key_prefix`: 1 to 64 ASCII letters, digits, `_`, `-`, `.` or `:` (no braces, which
+/// Redis Cluster reads as hash tags, and no spaces).
+#[derive(Debug)]
+struct KeyPrefix(String);
+
+impl<'de> Deserialize<'de> for KeyPrefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "a key prefix such as `hookgate`", |text| {
+            let valid = (1..=64).contains(&text.len())
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+            if valid {
+                Ok(Self(text))
+            } else {
+                Err(format!(
+                    "key prefix `{text}` must be 1 to 64 ASCII letters, digits, `_`, `-`, `.` \
+                     or `:`"
+                ))
+            }
+        })
+    }
+}
+
+/// `state.key_secret`: at least [`MIN_KEY_SECRET_LEN`] characters; never quoted.
+#[derive(Debug)]
+struct KeySecret(Secret);
+
+impl<'de> Deserialize<'de> for KeySecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "a secret string", |secret| {
+            if secret.len() < MIN_KEY_SECRET_LEN {
+                return Err(format!(
+                    "the key secret must have at least {MIN_KEY_SECRET_LEN} characters (e.g. \
+                     from `openssl rand -hex 32`; is its environment variable set?)"
+                ));
+            }
+            Ok(Self(Secret::new(secret)))
+        })
+    }
+}
