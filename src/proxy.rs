@@ -1,5 +1,5 @@
 //! The gateway's `ProxyHttp` implementation: a request's whole path, top to bottom, in
-//! [`Gateway::request_filter`]. Each step is one call into the module that owns it.
+//! [`Gateway::handle`]. Each step is one call into the module that owns it.
 //!
 //! Everything happens in `request_filter`, the only Pingora phase that runs before the upstream
 //! is contacted (pingora#343): a rejected request causes nothing upstream, not even a connection.
@@ -28,7 +28,7 @@ use crate::ratelimit::{Decision, KeyValue, LimitKey, LimitKeyHash, RateLimit};
 use crate::respond::Answer;
 use crate::route::Router;
 use crate::state::{Admission, Ask, State};
-use crate::verify::{self, Verifier};
+use crate::verify::{self, Verifier, VerifyError};
 
 /// Per-process upstream connection pool size.
 const UPSTREAM_POOL_SIZE: usize = 256;
@@ -132,6 +132,62 @@ impl Gateway {
         }
     }
 
+    /// A request's whole path through the gateway. Each step either passes it on or stops it
+    /// with an answer; only a verified, admitted request reaches `forward`.
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Stop> {
+        framing::check(session.req_header(), || session.to_h1_raw())
+            .map_err(|why| stop(Outcome::BadRequest, why))?;
+        let index = (self.router.find(session.req_header().uri.path()))
+            .ok_or_else(|| stop(Outcome::NoRoute, "no route for this path"))?;
+        ctx.route = Some(index);
+        let route = &self.routes[index];
+        if session.req_header().method != http::Method::POST {
+            return Err(stop(
+                Outcome::MethodNotAllowed,
+                "webhooks are delivered with POST",
+            ));
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.check_unverified(client).await?;
+
+        let body = read_body(session, route).await?;
+        let verified =
+            (route.verifier.verify(&session.req_header().headers, body)).map_err(verify_stop)?;
+        if let Some(window) = &route.replay {
+            (window.check_body(verified.body(), self.clock.now()))
+                .map_err(|e| stop(Outcome::StaleEvent, &e.to_string()))?;
+        }
+        let event = check_event(route, &session.req_header().headers, verified.body())?;
+        let headers = &session.req_header().headers;
+        let claim = self.admit(route, headers, client, verified.body()).await?;
+
+        // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
+        stamp(session, route.scheme, event.event.as_deref());
+        let target = route.target_of(&event);
+        let exchange = (self.forwarder.send(target, session, &verified).await)
+            .map_err(|e| forward_stop(&route.name, e))?;
+        if let Some(claim) = claim {
+            // Settled before relaying, so a slow sender can't outlast the claim's lease.
+            let settled = match exchange.accepted() {
+                true => claim.commit().await,
+                false => claim.release().await,
+            };
+            if let Err(e) = settled {
+                tracing::warn!(route = %route.name, error = %e, "could not settle a dedup claim; its lease will expire it");
+            }
+        }
+        route
+            .metrics
+            .record_upstream(exchange.upstream_time.as_secs_f64());
+        ctx.outcome = Some(Outcome::Forwarded);
+        ctx.status = exchange.status;
+        self.forwarder.relay(exchange, session).await;
+        Ok(())
+    }
+
     /// The optional per-IP limit on requests not yet verified (abuse shedding).
     async fn check_unverified(&self, client: Option<IpAddr>) -> Result<(), Stop> {
         let (Some(limit), Some(ip)) = (self.unverified_per_ip, client) else {
@@ -220,46 +276,6 @@ impl Gateway {
         };
         self.state.limit_keys.route_key(&route.name, value)
     }
-
-    /// Answers the sender on the gateway's behalf and records why.
-    async fn answer(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        answer: Answer,
-        outcome: Outcome,
-    ) -> Result<bool> {
-        ctx.outcome = Some(outcome);
-        ctx.status = answer.status;
-        if !session.is_body_done() {
-            // The rest of the body is never read: this connection can't carry another request.
-            session.set_keepalive(None);
-        }
-        if let Err(e) = answer.send(session).await {
-            tracing::debug!(error = %e, "could not answer the sender");
-        }
-        Ok(true)
-    }
-
-    async fn stop(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        (outcome, answer): Stop,
-    ) -> Result<bool> {
-        self.answer(session, ctx, answer, outcome).await
-    }
-
-    async fn reject(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        outcome: Outcome,
-        message: impl Into<String>,
-    ) -> Result<bool> {
-        self.answer(session, ctx, Answer::for_outcome(outcome, message), outcome)
-            .await
-    }
 }
 
 #[async_trait]
@@ -275,156 +291,20 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// framing → route → method → unverified per-IP limit → size → body → verify → replay
-    /// window → events (allow-list, schema) → admission (tier limit + dedup claim, one state call) → forward → settle the
-    /// claim → relay the answer.
-    /// Always answers the sender and returns `Ok(true)`.
+    /// Runs [`Gateway::handle`] and answers the sender when a step stopped the request.
+    /// Always answers the sender itself and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        if let Err(why) = framing::check(session.req_header(), || session.to_h1_raw()) {
-            return self.reject(session, ctx, Outcome::BadRequest, why).await;
-        }
-        let Some(index) = self.router.find(session.req_header().uri.path()) else {
-            return self
-                .reject(session, ctx, Outcome::NoRoute, "no route for this path")
-                .await;
-        };
-        ctx.route = Some(index);
-        let route = &self.routes[index];
-
-        if session.req_header().method != http::Method::POST {
-            return self
-                .reject(
-                    session,
-                    ctx,
-                    Outcome::MethodNotAllowed,
-                    "webhooks are delivered with POST",
-                )
-                .await;
-        }
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        if let Err(stop) = self.check_unverified(client).await {
-            return self.stop(session, ctx, stop).await;
-        }
-        if body::declared_length(session).is_some_and(|len| len > route.max_body_bytes) {
-            let message = format!(
-                "the body exceeds this route's limit of {} bytes",
-                route.max_body_bytes
-            );
-            return self
-                .reject(session, ctx, Outcome::BodyTooLarge, message)
-                .await;
-        }
-        if is_expect_continue(session) {
-            // The sender waits for this before sending a large body (curl does above 1 MiB).
-            if session.write_continue_response().await.is_err() {
-                return self
-                    .reject(session, ctx, Outcome::BadRequest, "the sender went away")
-                    .await;
+        if let Err((outcome, answer)) = self.handle(session, ctx).await {
+            ctx.outcome = Some(outcome);
+            ctx.status = answer.status;
+            if !session.is_body_done() {
+                // The rest of the body is never read: the connection can't carry another request.
+                session.set_keepalive(None);
+            }
+            if let Err(e) = answer.send(session).await {
+                tracing::debug!(error = %e, "could not answer the sender");
             }
         }
-
-        let body = match body::read_capped(session, route.max_body_bytes, route.body_timeout).await
-        {
-            Ok(body) => body,
-            Err(e @ BodyError::TooLarge { .. }) => {
-                return self
-                    .reject(session, ctx, Outcome::BodyTooLarge, e.to_string())
-                    .await
-            }
-            Err(e @ BodyError::Timeout(_)) => {
-                return self
-                    .reject(session, ctx, Outcome::BodyTimeout, e.to_string())
-                    .await
-            }
-            Err(BodyError::Read(_)) => {
-                return self
-                    .reject(
-                        session,
-                        ctx,
-                        Outcome::BadRequest,
-                        "the body could not be read",
-                    )
-                    .await
-            }
-        };
-
-        let verified = match route.verifier.verify(&session.req_header().headers, body) {
-            Ok(verified) => verified,
-            Err(e) => {
-                let outcome = if e.is_missing() {
-                    Outcome::MissingSignature
-                } else if e.is_stale() {
-                    Outcome::StaleEvent
-                } else {
-                    Outcome::InvalidSignature
-                };
-                return self.reject(session, ctx, outcome, e.to_string()).await;
-            }
-        };
-        if let Some(window) = &route.replay {
-            if let Err(e) = window.check_body(verified.body(), self.clock.now()) {
-                return self
-                    .reject(session, ctx, Outcome::StaleEvent, e.to_string())
-                    .await;
-            }
-        }
-        let event = match check_event(route, &session.req_header().headers, verified.body()) {
-            Ok(event) => event,
-            Err(stop) => return self.stop(session, ctx, stop).await,
-        };
-        let headers = &session.req_header().headers;
-        let claim = match self.admit(route, headers, client, verified.body()).await {
-            Ok(claim) => claim,
-            Err(stop) => return self.stop(session, ctx, stop).await,
-        };
-
-        // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
-        stamp(session, route.scheme, event.event.as_deref());
-        let target = route.target_of(&event);
-        let exchange = match self.forwarder.send(target, session, &verified).await {
-            Ok(exchange) => exchange,
-            Err(ForwardError::Timeout(_)) => {
-                return self
-                    .reject(
-                        session,
-                        ctx,
-                        Outcome::UpstreamTimeout,
-                        "the upstream did not answer in time",
-                    )
-                    .await
-            }
-            Err(ForwardError::Unavailable(e)) => {
-                tracing::warn!(route = %route.name, error = %e, "upstream unavailable");
-                return self
-                    .reject(
-                        session,
-                        ctx,
-                        Outcome::UpstreamError,
-                        "the upstream is unreachable or failed",
-                    )
-                    .await;
-            }
-        };
-        if let Some(claim) = claim {
-            // Settled before relaying, so a slow sender can't outlast the claim's lease.
-            let settled = if exchange.accepted() {
-                claim.commit().await
-            } else {
-                claim.release().await
-            };
-            if let Err(e) = settled {
-                tracing::warn!(route = %route.name, error = %e, "could not settle a dedup claim; its lease will expire it");
-            }
-        }
-        route
-            .metrics
-            .record_upstream(exchange.upstream_time.as_secs_f64());
-        ctx.outcome = Some(Outcome::Forwarded);
-        ctx.status = exchange.status;
-        self.forwarder.relay(exchange, session).await;
         Ok(true)
     }
 
@@ -507,6 +387,54 @@ fn stamp(session: &mut Session, scheme: &'static str, event: Option<&str>) {
     let event = event.filter(|e| events::check_event_name(e).is_ok());
     if let Some(value) = event.and_then(|e| http::HeaderValue::from_str(e).ok()) {
         let _ = header.insert_header(events::EVENT_HEADER, value);
+    }
+}
+
+/// The size cap (from `Content-Length` before reading), `100 Continue` for senders waiting
+/// for it, then the whole body under the cap and the route's total deadline.
+async fn read_body(session: &mut Session, route: &RouteRuntime) -> Result<bytes::Bytes, Stop> {
+    let cap = route.max_body_bytes;
+    if body::declared_length(session).is_some_and(|len| len > cap) {
+        let message = format!("the body exceeds this route's limit of {cap} bytes");
+        return Err(stop(Outcome::BodyTooLarge, &message));
+    }
+    // The sender waits for this before sending a large body (curl does above 1 MiB).
+    if is_expect_continue(session) && session.write_continue_response().await.is_err() {
+        return Err(stop(Outcome::BadRequest, "the sender went away"));
+    }
+    (body::read_capped(session, cap, route.body_timeout).await).map_err(|e| match e {
+        BodyError::TooLarge { .. } => stop(Outcome::BodyTooLarge, &e.to_string()),
+        BodyError::Timeout(_) => stop(Outcome::BodyTimeout, &e.to_string()),
+        BodyError::Read(_) => stop(Outcome::BadRequest, "the body could not be read"),
+    })
+}
+
+/// Why verification failed, as the sender is told.
+fn verify_stop(e: VerifyError) -> Stop {
+    let outcome = if e.is_missing() {
+        Outcome::MissingSignature
+    } else if e.is_stale() {
+        Outcome::StaleEvent
+    } else {
+        Outcome::InvalidSignature
+    };
+    stop(outcome, &e.to_string())
+}
+
+/// The upstream gave no response header: 504 when it was too slow, 502 otherwise.
+fn forward_stop(route: &str, e: ForwardError) -> Stop {
+    match e {
+        ForwardError::Timeout(_) => stop(
+            Outcome::UpstreamTimeout,
+            "the upstream did not answer in time",
+        ),
+        ForwardError::Unavailable(e) => {
+            tracing::warn!(route, error = %e, "upstream unavailable");
+            stop(
+                Outcome::UpstreamError,
+                "the upstream is unreachable or failed",
+            )
+        }
     }
 }
 
