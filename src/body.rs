@@ -74,7 +74,9 @@ async fn read_all(
         match (&mut first, &mut buf) {
             (None, None) => first = Some(chunk),
             (Some(f), None) => {
-                let capacity = declared.unwrap_or(total).min(cap) as usize;
+                // Reserve what was announced only up to 64 KiB: an unverified sender must not
+                // make the gateway hold `cap` bytes per connection by announcing and stalling.
+                let capacity = declared.unwrap_or(total).min(cap).min(64 * 1024) as usize;
                 let mut b = BytesMut::with_capacity(capacity.max(total as usize));
                 b.extend_from_slice(f);
                 b.extend_from_slice(&chunk);

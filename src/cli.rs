@@ -158,6 +158,7 @@ pub fn summary(config: &Config) -> String {
                 config::model::IdSource::Header(name) => format!("header {name}"),
                 config::model::IdSource::JsonPointer(pointer) => format!("JSON {pointer:?}"),
                 config::model::IdSource::BodyHash => "body hash".to_string(),
+                config::model::IdSource::Signed => "the signed message ID".to_string(),
             };
             let missing = match dedup.missing {
                 config::model::MissingId::Reject => "reject",

@@ -67,6 +67,8 @@ impl Exchange {
 #[derive(Debug, Clone)]
 pub struct Target {
     peer: HttpPeer,
+    /// `Host` for requests that arrived without one (HTTP/1.0).
+    authority: String,
 }
 
 impl Target {
@@ -75,7 +77,10 @@ impl Target {
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(timeout);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        Self { peer }
+        Self {
+            peer,
+            authority: addr.to_string(),
+        }
     }
 }
 
@@ -106,7 +111,7 @@ impl Forwarder {
         downstream: &Session,
         verified: &Verified,
     ) -> Result<Exchange, ForwardError> {
-        let header = upstream_request(downstream, verified.body().len());
+        let header = upstream_request(downstream, target, verified.body().len());
         let started = Instant::now();
         let session =
             tokio::time::timeout(self.timeout, self.exchange(target, header, verified.body()))
@@ -137,7 +142,10 @@ impl Forwarder {
                     .release_stream(stream, exchange.reuse_hash, Some(POOL_IDLE_TIMEOUT));
             }
         } else {
+            // Close at once: Pingora would otherwise end a chunked response with its final
+            // chunk, and the sender would take a truncated answer for a complete one.
             downstream.set_keepalive(None);
+            downstream.shutdown().await;
         }
         relayed
     }
@@ -152,8 +160,13 @@ impl Forwarder {
     ) -> Result<HttpSession, ForwardError> {
         if let Some(stream) = self.transport.reused_stream(&target.peer).await {
             let mut session = HttpSession::new_with_options(stream, &target.peer);
-            if send(&mut session, header.clone(), body).await.is_ok() {
-                return Ok(session);
+            match send(&mut session, header.clone(), body).await {
+                Ok(()) => return Ok(session),
+                // The upstream closed the idle connection before reading this request: safe to
+                // send again on a new one. Anything else (a malformed answer, a timeout) may
+                // follow a request the upstream already processed, so it is not retried.
+                Err(e) if closed_while_idle(&e) => {}
+                Err(e) => return Err(ForwardError::Unavailable(e.to_string())),
             }
         }
         let stream = self
@@ -186,7 +199,9 @@ impl Forwarder {
                 Ok(Err(_)) | Err(_) => return false,
             };
             let done = chunk.is_none();
-            if downstream.write_response_body(chunk, done).await.is_err() {
+            // A sender that stops reading must not hold the upstream connection for ever.
+            let write = downstream.write_response_body(chunk, done);
+            if !matches!(tokio::time::timeout(self.timeout, write).await, Ok(Ok(()))) {
                 return false;
             }
             if done {
@@ -219,14 +234,18 @@ async fn send(
 
 /// The request as the upstream sees it: the sender's method, path, query and end-to-end
 /// headers, framed by a `Content-Length` of the verified body.
-fn upstream_request(downstream: &Session, body_len: usize) -> RequestHeader {
+///
+/// Headers a sender names in `Connection` are not removed (as nginx does not): they could
+/// otherwise strip the signature, `Host` or the gateway's own headers from the forwarded request.
+fn upstream_request(downstream: &Session, target: &Target, body_len: usize) -> RequestHeader {
     let mut header = downstream.req_header().clone();
     header.set_version(http::Version::HTTP_11);
-    for name in connection_tokens(&header.headers) {
-        header.remove_header(&name);
-    }
     for name in HOP_BY_HOP {
         header.remove_header(name);
+    }
+    if !header.headers.contains_key(http::header::HOST) {
+        // HTTP/1.0 senders may omit it; HTTP/1.1 upstreams require it.
+        let _ = header.insert_header(http::header::HOST, target.authority.as_str());
     }
     // The body is complete: the upstream has nothing to continue.
     header.remove_header("expect");
@@ -247,6 +266,20 @@ fn upstream_request(downstream: &Session, body_len: usize) -> RequestHeader {
         let _ = header.insert_header("x-forwarded-for", forwarded);
     }
     header
+}
+
+/// Whether a failed exchange on a pooled connection is the upstream having closed it while it
+/// sat idle: the connection broke on write, or closed before any response byte (Pingora marks
+/// those reads as retryable on reused connections).
+fn closed_while_idle(e: &pingora::Error) -> bool {
+    use pingora::{ErrorType, RetryType};
+    match e.etype() {
+        ErrorType::WriteError => true,
+        ErrorType::ConnectionClosed | ErrorType::ReadError => {
+            matches!(e.retry, RetryType::ReusedOnly | RetryType::Decided(true))
+        }
+        _ => false,
+    }
 }
 
 /// The upstream's response header as the sender sees it: hop-by-hop headers removed.

@@ -26,9 +26,9 @@ use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
 use crate::ratelimit::{Decision, KeyValue, LimitKey, LimitKeyHash, RateLimit};
 use crate::respond::Answer;
-use crate::route::Router;
+use crate::route::{self, Router};
 use crate::state::{Admission, Ask, State};
-use crate::verify::{self, Verifier, VerifyError};
+use crate::verify::{self, Verified, Verifier, VerifyError};
 
 /// Per-process upstream connection pool size.
 const UPSTREAM_POOL_SIZE: usize = 256;
@@ -137,7 +137,9 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Stop> {
         framing::check(session.req_header(), || session.to_h1_raw())
             .map_err(|why| stop(Outcome::BadRequest, why))?;
-        let index = (self.router.find(session.req_header().uri.path()))
+        let path = session.req_header().uri.path();
+        route::check_path(path).map_err(|why| stop(Outcome::BadRequest, why))?;
+        let index = (self.router.find(path))
             .ok_or_else(|| stop(Outcome::NoRoute, "no route for this path"))?;
         ctx.route = Some(index);
         let route = &self.routes[index];
@@ -162,7 +164,7 @@ impl Gateway {
         }
         let event = check_event(route, &session.req_header().headers, verified.body())?;
         let headers = &session.req_header().headers;
-        let claim = self.admit(route, headers, client, verified.body()).await?;
+        let claim = self.admit(route, headers, client, &verified).await?;
 
         // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
         stamp(session, route.scheme, event.event.as_deref());
@@ -210,7 +212,7 @@ impl Gateway {
         route: &RouteRuntime,
         headers: &HeaderMap,
         client: Option<IpAddr>,
-        body: &[u8],
+        verified: &Verified,
     ) -> Result<Option<Claim>, Stop> {
         let limit = route.rate_limit.as_ref().map(|limit| {
             let key = self.limit_key(route, limit, headers, client);
@@ -219,7 +221,7 @@ impl Gateway {
         let mut claim = None;
         let mut missing = None;
         if let Some(policy) = &route.dedup {
-            match policy.extract_id(headers, body) {
+            match policy.delivery_id(headers, verified) {
                 Some(id) => {
                     let key = self.state.delivery_keys.key(&route.name, id.as_bytes());
                     claim = Some((key, self.claim_lease));
@@ -399,8 +401,14 @@ async fn read_body(session: &mut Session, route: &RouteRuntime) -> Result<bytes:
         return Err(stop(Outcome::BodyTooLarge, &message));
     }
     // The sender waits for this before sending a large body (curl does above 1 MiB).
-    if is_expect_continue(session) && session.write_continue_response().await.is_err() {
-        return Err(stop(Outcome::BadRequest, "the sender went away"));
+    if is_expect_continue(session) {
+        // Pingora turns keep-alive off when it writes the 100 (the body is unread then);
+        // the body is read in full below, so the connection stays reusable.
+        let keepalive = session.get_keepalive();
+        if session.write_continue_response().await.is_err() {
+            return Err(stop(Outcome::BadRequest, "the sender went away"));
+        }
+        session.set_keepalive(keepalive);
     }
     (body::read_capped(session, cap, route.body_timeout).await).map_err(|e| match e {
         BodyError::TooLarge { .. } => stop(Outcome::BodyTooLarge, &e.to_string()),

@@ -345,3 +345,51 @@ fn rfc3339(secs: u64) -> String {
         rem % 60
     )
 }
+
+/// Standard Webhooks signs the message ID: dedup uses the signed one, whichever header family
+/// (`webhook-*` or Svix's `svix-*`) the sender used, and an unsigned `webhook-id` added to a
+/// replayed Svix request cannot make it look new.
+#[tokio::test]
+async fn standard_webhooks_dedup_uses_the_signed_id_of_either_header_family() {
+    use base64::Engine;
+    let upstream = Upstream::start().await;
+    let key = b"standard-webhooks-test-key-32byt";
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let routes = format!(
+        "  - name: sw\n    path: /sw\n    upstream: {}\n    verify:\n      scheme: standard-webhooks\n      secrets: [{secret}]\n    dedup: {{}}\n",
+        upstream.url()
+    );
+    let gw = Gateway::start(&routes, "").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = hookgate::verify::standard_webhooks::sign(key, "msg_1", now, BODY);
+    let svix = |extra: Vec<(&'static str, String)>| {
+        let mut headers = vec![
+            ("svix-id", "msg_1".to_string()),
+            ("svix-timestamp", now.to_string()),
+            ("svix-signature", sig.clone()),
+        ];
+        headers.extend(extra);
+        let addr = gw.addr;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(addr, "/sw", &h, BODY).await.unwrap()
+        }
+    };
+    let first = svix(vec![]).await;
+    assert_eq!(
+        first.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.header("x-hookgate-duplicate"), None);
+    let replay = svix(vec![("webhook-id", "forged-new-id".to_string())]).await;
+    assert_eq!(replay.header("x-hookgate-duplicate"), Some("true"));
+    assert_eq!(upstream.requests().len(), 1);
+}

@@ -198,3 +198,47 @@ async fn an_unreachable_upstream_gives_502() {
     assert_eq!(resp.status, 502);
     assert_eq!(resp.header("content-type"), Some("application/json"));
 }
+
+#[tokio::test]
+async fn connection_tokens_cannot_strip_signed_or_gateway_headers() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    let sig = sign(SECRET, SAMPLE.as_bytes());
+    let resp = post(
+        gw.addr,
+        "/webhooks/dossiers",
+        &[
+            ("X-Webhook-Signature", &sig),
+            ("X-Hookgate-Verified", "forged"),
+            (
+                "Connection",
+                "close, X-Webhook-Signature, X-Hookgate-Verified, Host",
+            ),
+        ],
+        SAMPLE.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let got = &upstream.requests()[0];
+    assert_eq!(got.header("x-webhook-signature"), Some(sig.as_str()));
+    assert_eq!(got.header("x-hookgate-verified"), Some("hmac-sha256"));
+    assert_eq!(got.header("host"), Some("localhost"));
+    assert_eq!(got.header("connection"), None);
+}
+
+#[tokio::test]
+async fn an_http_1_0_request_without_host_gets_the_upstreams() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    let sig = sign(SECRET, SAMPLE.as_bytes());
+    let req = format!(
+        "POST /webhooks/dossiers HTTP/1.0\r\nContent-Length: {}\r\nX-Webhook-Signature: {sig}\r\n\r\n{SAMPLE}",
+        SAMPLE.len()
+    );
+    let resp = raw(gw.addr, req.as_bytes()).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let got = &upstream.requests()[0];
+    assert_eq!(got.header("host"), Some(upstream.addr.to_string().as_str()));
+    assert!(got.body == SAMPLE.as_bytes());
+}

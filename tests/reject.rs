@@ -161,3 +161,28 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
     assert_eq!(resp.header("connection"), Some("close"));
     assert_eq!(upstream.connections(), 0);
 }
+
+#[tokio::test]
+async fn paths_that_could_escape_their_route_are_refused() {
+    let upstream = Upstream::start().await;
+    let routes = format!(
+        "  - name: a\n    path: /hooks/a/*\n    upstream: {}\n    verify:\n      secrets: [{SECRET}]\n",
+        upstream.url()
+    );
+    let gw = Gateway::start(&routes, "").await;
+    for path in [
+        "/hooks/a/../b/x",
+        "/hooks/a/..%2fb",
+        "/hooks/a/%2e%2e/admin",
+        "/hooks/a/./x",
+    ] {
+        let resp = gw.post_signed(path, SECRET, BODY).await;
+        assert_eq!(resp.status, 400, "{path}");
+        assert_eq!(resp.json()["error"], "bad_request", "{path}");
+    }
+    assert_eq!(upstream.connections(), 0);
+    assert_eq!(
+        gw.post_signed("/hooks/a/x.y", SECRET, BODY).await.status,
+        200
+    );
+}

@@ -129,6 +129,7 @@ fn scheme_delivery_id(verify: &VerifyConfig) -> Result<IdSource, String> {
     let clock: Arc<dyn crate::clock::Clock> = crate::clock::system();
     match crate::verify::build(verify, clock).default_delivery_id() {
         DeliveryIdSource::Header(name) => Ok(IdSource::Header(name)),
+        DeliveryIdSource::Signed => Ok(IdSource::Signed),
         DeliveryIdSource::JsonPointer(pointer) => Ok(IdSource::JsonPointer(pointer)),
         DeliveryIdSource::None => Err(format!(
             "scheme `{}` defines no delivery ID, so this `dedup` block must say where to find \

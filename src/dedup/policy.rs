@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
+use crate::verify::Verified;
+
 /// How long a delivered ID is remembered by default: 24 hours, longer than the retry schedule
 /// of the common senders (Stripe retries for 3 days in live mode, but most within hours).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -22,6 +24,10 @@ pub enum IdSource {
     /// The value at this JSON pointer (RFC 6901, e.g. `/id` or `/data/event_id`) in the body:
     /// a string as-is, a number as its decimal text.
     JsonPointer(String),
+    /// The delivery ID the verified signature covers (Standard Webhooks' `webhook-id` or
+    /// `svix-id`). Read from the verification result, not by [`extract_id`], which returns
+    /// `None` for it.
+    Signed,
     /// The SHA-256 of the body: identical bodies are the same delivery. For senders without
     /// an ID; a body that legitimately repeats is then dropped as a duplicate.
     BodyHash,
@@ -61,9 +67,20 @@ impl DedupPolicy {
         }
     }
 
-    /// The request's delivery ID per [`DedupPolicy::source`]; see [`extract_id`].
-    pub fn extract_id<'a>(&self, headers: &'a HeaderMap, body: &[u8]) -> Option<DeliveryId<'a>> {
-        extract_id(&self.source, headers, body)
+    /// The delivery ID of a verified request per [`DedupPolicy::source`]: taking a
+    /// [`Verified`] request, only a verified request can claim an ID. See [`extract_id`].
+    pub fn delivery_id<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        verified: &'a Verified,
+    ) -> Option<DeliveryId<'a>> {
+        match self.source {
+            IdSource::Signed => verified
+                .signed_id()
+                .filter(|id| !id.is_empty())
+                .map(DeliveryId::Header),
+            _ => extract_id(&self.source, headers, verified.body()),
+        }
     }
 
     /// Whether `capacity` is too small to remember every delivery for the whole TTL at
@@ -120,6 +137,8 @@ pub fn extract_id<'a>(
             Some(DeliveryId::Json(Cow::Owned(text)))
         }
         IdSource::BodyHash => Some(DeliveryId::BodyHash(Sha256::digest(body).into())),
+        // Only the verification result knows it: see `DedupPolicy::delivery_id`.
+        IdSource::Signed => None,
     }
 }
 

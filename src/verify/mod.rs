@@ -103,12 +103,28 @@ impl VerifyError {
 #[derive(Debug, Clone)]
 pub struct Verified {
     body: Bytes,
+    signed_id: Option<Bytes>,
 }
 
 impl Verified {
     /// Only verifiers call this, after a successful check.
     fn new(body: Bytes) -> Self {
-        Self { body }
+        Self {
+            body,
+            signed_id: None,
+        }
+    }
+
+    /// Records the delivery ID the signature covers (Standard Webhooks signs `webhook-id` or
+    /// `svix-id`, whichever family the request used).
+    fn with_signed_id(mut self, id: &[u8]) -> Self {
+        self.signed_id = Some(Bytes::copy_from_slice(id));
+        self
+    }
+
+    /// The delivery ID covered by the signature, for schemes that sign one.
+    pub fn signed_id(&self) -> Option<&[u8]> {
+        self.signed_id.as_deref()
     }
 
     /// The exact bytes received, to be forwarded unchanged.
@@ -125,6 +141,9 @@ pub enum DeliveryIdSource {
     Header(HeaderName),
     /// The value at this JSON pointer (RFC 6901) in the body (Stripe's `/id`).
     JsonPointer(String),
+    /// The ID the signature itself covers ([`Verified::signed_id`]): it cannot be swapped
+    /// on a replayed request, unlike an unsigned header.
+    Signed,
     /// The scheme defines no delivery ID.
     None,
 }

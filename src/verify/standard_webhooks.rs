@@ -115,12 +115,13 @@ impl Verifier for StandardWebhooksVerifier {
             return Err(VerifyError::Mismatch);
         }
         self.window.check(time)?;
-        Ok(Verified::new(body))
+        Ok(Verified::new(body).with_signed_id(id))
     }
 
-    /// `webhook-id` (a Svix sender's `svix-id` is not looked at).
+    /// The signed `webhook-id` (or `svix-id` for a Svix sender): part of the signed content,
+    /// so a replay cannot pass as a new delivery by changing it.
     fn default_delivery_id(&self) -> DeliveryIdSource {
-        DeliveryIdSource::Header(ID)
+        DeliveryIdSource::Signed
     }
 }
 
