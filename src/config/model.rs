@@ -353,6 +353,8 @@ pub struct HmacScheme {
 pub enum HmacAlgorithm {
     Sha256,
     Sha512,
+    /// Only when a route names it explicitly; never a default.
+    Sha1,
 }
 
 impl HmacAlgorithm {
@@ -360,6 +362,7 @@ impl HmacAlgorithm {
         match self {
             Self::Sha256 => "sha256",
             Self::Sha512 => "sha512",
+            Self::Sha1 => "sha1",
         }
     }
 }

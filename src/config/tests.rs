@@ -1043,14 +1043,9 @@ fn verify_values_are_checked_at_their_line() {
         assert_error(&text, 8, key, needle);
     };
     bad(
-        "      algorithm: sha1",
-        "routes[0].verify.algorithm",
-        "`sha1` is not supported",
-    );
-    bad(
         "      algorithm: md5",
         "routes[0].verify.algorithm",
-        "expected `sha256` or `sha512`",
+        "expected `sha256`, `sha512` or `sha1`",
     );
     bad(
         "      encoding: base32",
@@ -1439,7 +1434,7 @@ fn dedup_sources_default_to_the_schemes_delivery_id() {
     // `dedup` comes before `verify` in `dedup_block`: the default is resolved once both are read.
     let cases = [
         ("hmac-sha256", header_source("x-webhook-delivery-id")),
-        ("standard-webhooks", header_source("webhook-id")),
+        ("standard-webhooks", IdSource::Signed),
         ("github", header_source("x-github-delivery")),
         ("stripe", IdSource::JsonPointer("/id".into())),
         ("shopify", header_source("x-shopify-webhook-id")),
@@ -2039,4 +2034,27 @@ fn state_keys_that_depend_on_the_backend_point_at_the_mapping() {
         let err = assert_error(&state_block(lines), 9, "state", needle);
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
+}
+
+#[test]
+fn verify_sha1_only_when_named() {
+    let v = verify_of(&[
+        "      scheme: hmac",
+        "      header: X-Sig",
+        "      algorithm: sha1",
+        "      secrets: [k]",
+    ]);
+    assert!(
+        matches!(&v.scheme, model::Scheme::Hmac(h) if h.algorithm == model::HmacAlgorithm::Sha1),
+        "{:?}",
+        v.scheme
+    );
+    let v = verify_of(&[
+        "      scheme: hmac",
+        "      header: X-Sig",
+        "      secrets: [k]",
+    ]);
+    assert!(
+        matches!(&v.scheme, model::Scheme::Hmac(h) if h.algorithm == model::HmacAlgorithm::Sha256)
+    );
 }

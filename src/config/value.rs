@@ -509,23 +509,20 @@ impl<'de> Deserialize<'de> for SchemeName {
     }
 }
 
-/// `verify.algorithm` (scheme `hmac`): `sha256` or `sha512`.
+/// `verify.algorithm` (scheme `hmac`): `sha256`, `sha512`, or `sha1` (only when named).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Algorithm(pub HmacAlgorithm);
 
 impl<'de> Deserialize<'de> for Algorithm {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parse_scalar(deserializer, "`sha256` or `sha512`", |text| {
+        parse_scalar(deserializer, "`sha256`, `sha512` or `sha1`", |text| {
             match text.trim().to_ascii_lowercase().replace('-', "").as_str() {
                 "sha256" => Ok(Self(HmacAlgorithm::Sha256)),
                 "sha512" => Ok(Self(HmacAlgorithm::Sha512)),
-                "sha1" => Err(
-                    "`sha1` is not supported: hookgate ships no SHA-1 implementation; \
-                               use `sha256` or `sha512`"
-                        .to_string(),
-                ),
+                // Never a default: SHA-1 is weak, and only legacy senders need it.
+                "sha1" => Ok(Self(HmacAlgorithm::Sha1)),
                 _ => Err(format!(
-                    "unknown algorithm `{text}`; expected `sha256` or `sha512`"
+                    "unknown algorithm `{text}`; expected `sha256`, `sha512` or `sha1`"
                 )),
             }
         })

@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
@@ -19,6 +20,8 @@ const MAX_MAC_LEN: usize = 64;
 pub(super) enum Key {
     Sha256(Hmac<Sha256>),
     Sha512(Hmac<Sha512>),
+    /// Only for the generic scheme when `algorithm: sha1` is named (legacy senders).
+    Sha1(Hmac<Sha1>),
 }
 
 impl Key {
@@ -27,6 +30,7 @@ impl Key {
         match algorithm {
             HmacAlgorithm::Sha256 => Self::Sha256(Hmac::new_from_slice(secret).expect(ANY_LENGTH)),
             HmacAlgorithm::Sha512 => Self::Sha512(Hmac::new_from_slice(secret).expect(ANY_LENGTH)),
+            HmacAlgorithm::Sha1 => Self::Sha1(Hmac::new_from_slice(secret).expect(ANY_LENGTH)),
         }
     }
 
@@ -40,6 +44,7 @@ impl Key {
         match self {
             Self::Sha256(_) => 32,
             Self::Sha512(_) => 64,
+            Self::Sha1(_) => 20,
         }
     }
 
@@ -66,6 +71,7 @@ impl Running {
         match &mut self.0 {
             Key::Sha256(mac) => mac.update(data),
             Key::Sha512(mac) => mac.update(data),
+            Key::Sha1(mac) => mac.update(data),
         }
     }
 
@@ -73,6 +79,7 @@ impl Running {
         match self.0 {
             Key::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
             Key::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Key::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
         }
     }
 }
@@ -172,6 +179,20 @@ mod tests {
     const RFC4231_SHA256: &str = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
     const RFC4231_SHA512: &str = "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
                                   9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737";
+
+    // RFC 2202, test case 2 (key "Jefe"), the HMAC-SHA-1 output:
+    // https://www.rfc-editor.org/rfc/rfc2202#section-3
+    const RFC2202_SHA1: &str = "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79";
+
+    #[test]
+    fn hmac_sha1_matches_rfc_2202_when_named() {
+        let sha1 = Key::new(HmacAlgorithm::Sha1, b"Jefe");
+        assert_eq!(sha1.mac_len(), 20);
+        assert_eq!(
+            sha1.mac(&[b"what do ya want for nothing?"]).to_hex(),
+            RFC2202_SHA1
+        );
+    }
 
     #[test]
     fn hmac_primitives_match_rfc_4231() {

@@ -366,10 +366,14 @@ mod tests {
     }
 
     #[test]
-    fn delivery_id_defaults_to_webhook_id() {
+    fn delivery_id_defaults_to_the_signed_id_of_either_family() {
         assert_eq!(
             verifier(TS).0.default_delivery_id(),
-            DeliveryIdSource::Header(HeaderName::from_static("webhook-id"))
+            DeliveryIdSource::Signed
         );
+        let verified = (verifier(TS).0)
+            .verify(&valid(), Bytes::from_static(BODY))
+            .unwrap();
+        assert_eq!(verified.signed_id(), Some(ID_VALUE.as_bytes()));
     }
 }

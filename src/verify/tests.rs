@@ -212,7 +212,7 @@ fn default_delivery_ids_per_scheme() {
     let header = |name: &'static str| DeliveryIdSource::Header(HeaderName::from_static(name));
     let cases = [
         (Scheme::HmacSha256, header("x-webhook-delivery-id")),
-        (Scheme::StandardWebhooks, header("webhook-id")),
+        (Scheme::StandardWebhooks, DeliveryIdSource::Signed),
         (Scheme::GitHub, header("x-github-delivery")),
         (Scheme::Stripe, DeliveryIdSource::JsonPointer("/id".into())),
         (Scheme::Shopify, header("x-shopify-webhook-id")),
