@@ -170,6 +170,25 @@ pub(super) fn decode_base64(text: &[u8], len: usize) -> Result<MacBytes, VerifyE
     Ok(MacBytes::from_slice(&buffer[..n]))
 }
 
+/// Checks a provider's signature list before any MAC is computed: there must be an entry of a
+/// known version (else [`VerifyError::NoKnownVersion`]: a bare or unknown-version list never
+/// verifies), and at least one that `decode` accepts (else the first decoding error).
+pub(super) fn require_usable<'a, T>(
+    entries: impl Iterator<Item = &'a [u8]>,
+    decode: impl Fn(&'a [u8]) -> Result<T, VerifyError>,
+) -> Result<(), VerifyError> {
+    let mut first_error = None;
+    for entry in entries {
+        match decode(entry) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(VerifyError::NoKnownVersion))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 
-use super::mac::{decode_base64, Key};
+use super::mac::{decode_base64, require_usable, Key};
 use super::timestamp::{self, Window};
 use super::{
     signed_part, single_header, Delivery, DeliveryIdSource, SignError, Verified, Verifier,
@@ -86,24 +86,8 @@ impl Verifier for StandardWebhooksVerifier {
         let stamp = signed_part(headers, &stamp, VerifyError::MissingTimestamp)?;
         let time = timestamp::parse(stamp)?;
 
-        // Before any MAC: there must be a `v1` entry, and one that decodes to 32 bytes.
-        let mut entries = v1_entries(list).peekable();
-        if entries.peek().is_none() {
-            return Err(VerifyError::NoKnownVersion);
-        }
-        let mut first_error = None;
-        let usable = entries
-            .filter(|entry| match decode_base64(entry, MAC_LEN) {
-                Ok(_) => true,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    false
-                }
-            })
-            .count();
-        if usable == 0 {
-            return Err(first_error.unwrap_or(VerifyError::Malformed));
-        }
+        // Before any MAC: a `v1` entry must be there, and one must decode to a MAC.
+        require_usable(v1_entries(list), |entry| decode_base64(entry, MAC_LEN))?;
 
         let matched = self.keys.iter().any(|key| {
             let expected = key.mac(&[id, b".", stamp, b".", &body]);

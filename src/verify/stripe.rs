@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 
-use super::mac::{decode_hex, Key};
+use super::mac::{decode_hex, require_usable, Key};
 use super::timestamp::{self, Window};
 use super::{single_header, Delivery, DeliveryIdSource, Verified, Verifier, VerifyError};
 use crate::config::Secret;
@@ -67,23 +67,8 @@ impl Verifier for StripeVerifier {
         let stamp = stamp.ok_or(VerifyError::MissingTimestamp)?;
         let time = timestamp::parse(stamp)?;
 
-        let mut entries = v1_entries(value).peekable();
-        if entries.peek().is_none() {
-            return Err(VerifyError::NoKnownVersion);
-        }
-        let mut first_error = None;
-        let usable = entries
-            .filter(|hex| match decode_hex(hex, MAC_LEN) {
-                Ok(_) => true,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    false
-                }
-            })
-            .count();
-        if usable == 0 {
-            return Err(first_error.unwrap_or(VerifyError::Malformed));
-        }
+        // Before any MAC: a `v1` entry must be there, and one must decode to a MAC.
+        require_usable(v1_entries(value), |hex| decode_hex(hex, MAC_LEN))?;
 
         let matched = self.keys.iter().any(|key| {
             let expected = key.mac(&[stamp, b".", &body]);
