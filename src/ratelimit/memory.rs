@@ -274,6 +274,29 @@ mod tests {
         assert_eq!(allowed, 6599);
     }
 
+    /// The "a sustained 2× overload over 10 minutes forwards 600 ± 1%", in steady
+    /// state: once the initial burst is spent (after the first simulated minute of overload),
+    /// the next 10 minutes forward the refill rate exactly, 60 per minute.
+    #[test]
+    fn sustained_overload_in_steady_state_forwards_600_in_10_minutes() {
+        let (clock, limiter, h) = setup();
+        let key = tenant(&h, "steady");
+        let mut send_for = |seconds: u64| {
+            let mut allowed = 0u32;
+            for _ in 0..seconds * 2 {
+                if limiter.decide(&key, FREE).is_allowed() {
+                    allowed += 1;
+                }
+                clock.advance(Duration::from_millis(500));
+            }
+            allowed
+        };
+        send_for(60); // spends the burst
+        let allowed = send_for(600);
+        assert!((594..=606).contains(&allowed), "{allowed}");
+        assert_eq!(allowed, 600);
+    }
+
     #[test]
     fn header_values_at_several_points() {
         let (clock, limiter, h) = setup();
