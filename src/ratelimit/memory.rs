@@ -281,7 +281,7 @@ mod tests {
     fn sustained_overload_in_steady_state_forwards_600_in_10_minutes() {
         let (clock, limiter, h) = setup();
         let key = tenant(&h, "steady");
-        let mut send_for = |seconds: u64| {
+        let send_for = |seconds: u64| {
             let mut allowed = 0u32;
             for _ in 0..seconds * 2 {
                 if limiter.decide(&key, FREE).is_allowed() {
