@@ -138,7 +138,18 @@ impl Backend for RedisBackend {
         let asked = claim
             .as_ref()
             .map(|(key, lease, token, _)| (*key, *lease, *token));
-        let reply = self.conn.admit(StateOp::Admit, ask.limit, asked).await?;
+        let reply = match self.conn.admit(StateOp::Admit, ask.limit, asked).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The script may have run before the call timed out. Releasing the claim it
+                // may hold (a no-op unless the stored token is ours) keeps the sender's retry
+                // from being answered 409 until the lease runs out.
+                if let Some((key, _, token, store)) = claim {
+                    drop(Claim::adopt(store, key, token));
+                }
+                return Err(e);
+            }
+        };
         if let Some(decision) = reply.decision.filter(|d| !d.is_allowed()) {
             return Ok(Admission::Limited(decision));
         }
