@@ -26,7 +26,14 @@ BODY=${BODY:-1024}
 OUT=benches/results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/up.pid" ] && kill "$(cat "$WORK/up.pid")" 2>/dev/null; [ -f "$WORK/px.pid" ] && kill "$(cat "$WORK/px.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
+PIDS=()
+cleanup() {
+  # Gateways are started in command substitutions, so they are not this shell's jobs.
+  kill "${PIDS[@]}" $(jobs -p) 2>/dev/null || true
+  for f in "$WORK/up.pid" "$WORK/px.pid"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need gnuplot || ! need redis-server; then
@@ -97,13 +104,13 @@ wait_ready() { # admin port
   done
   echo "gateway on admin port $1 never became ready" >&2; return 1
 }
-P3=$(start_gateway plain.yaml); P4=$(start_gateway full.yaml)
+P3=$(start_gateway plain.yaml); P4=$(start_gateway full.yaml); PIDS+=("$P3" "$P4")
 wait_ready "$A3"; wait_ready "$A4"
 P5=""
 if "$HG" check --config "$WORK/redis.yaml" >/dev/null 2>&1; then
   redis-server --port "$RP" --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
   for _ in $(seq 1 100); do redis-cli -p "$RP" ping >/dev/null 2>&1 && break; sleep 0.05; done
-  P5=$(start_gateway redis.yaml); wait_ready "$A5"
+  P5=$(start_gateway redis.yaml); PIDS+=("$P5"); wait_ready "$A5"
 else
   echo "case 5 skipped: this build has no Redis state backend" >&2
 fi
