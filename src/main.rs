@@ -3,24 +3,35 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use hookgate::cli::{self, Cli, Command, LogFormat};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::prelude::*;
 
 /// mimalloc instead of glibc malloc: fewer cycles per request on Pingora's allocation-heavy
 /// path (measured in BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use hookgate::cli::{self, Cli, Command, LogFormat};
 
+/// Logs on stderr at `RUST_LOG`'s levels (default `info`), as text or JSON lines.
+///
+/// Pingora's TRACE records are dropped whatever `RUST_LOG` says: they dump whole request
+/// headers, and with them the senders' signatures and delivery IDs.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let levels = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let no_header_dumps = filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("pingora"))
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+        .with_ansi(ansi);
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(levels).with_filter(no_header_dumps))
+        .init();
 }
 
 fn main() -> ExitCode {

@@ -230,6 +230,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     child: Child,
+    /// Everything the process wrote to stderr so far, read by a thread so the pipe never fills.
+    logs: Arc<Mutex<Vec<u8>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -237,6 +239,11 @@ impl Gateway {
     /// Starts the gateway with `routes_yaml` (the `routes:` list, indented by two spaces) and
     /// `extra_yaml` top-level keys, and waits until `/readyz` answers 200.
     pub async fn start(routes_yaml: &str, extra_yaml: &str) -> Self {
+        Self::start_logging(routes_yaml, extra_yaml, "warn").await
+    }
+
+    /// As [`Gateway::start`], with `RUST_LOG` set to `rust_log`.
+    pub async fn start_logging(routes_yaml: &str, extra_yaml: &str, rust_log: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
         let yaml = format!(
@@ -250,18 +257,30 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start hookgate");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                std::thread::sleep(Duration::from_millis(100)); // let the reader drain the pipe
+                let err = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
                 panic!("hookgate exited early ({status}):\n{err}\nconfig:\n{yaml}");
             }
             if let Ok(r) = get(admin, "/readyz").await {
@@ -279,8 +298,21 @@ impl Gateway {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             admin,
             child,
+            logs,
             _dir: dir,
         }
+    }
+
+    /// Stops the process and returns everything it logged.
+    pub fn stop_and_collect_logs(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread ends at EOF, which follows the process's exit.
+        let end = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.logs) > 1 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10)); // poll for the reader to finish
+        }
+        String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
     }
 
     /// A one-route gateway in front of `upstream` at `/webhooks/dossiers`.
