@@ -6,6 +6,8 @@ use common::*;
 
 const PATH: &str = "/webhooks/dossiers";
 
+/// The spec's eight event types, written out here rather than taken from `events::SPEC_EVENTS`,
+/// so a typo there fails this test.
 const EIGHT: [&str; 8] = [
     "dossier.created",
     "dossier.updated",
