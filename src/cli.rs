@@ -8,6 +8,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 
+/// How a `rediss://` connection checks the server and proves itself, for `check`'s summary.
+fn redis_tls_summary(redis: &config::model::RedisState) -> String {
+    if !redis.url.is_tls() {
+        return String::new();
+    }
+    let tls = redis.tls.as_deref();
+    let ca = match tls.and_then(|t| t.ca.as_ref()) {
+        Some(ca) => format!("CA {}", ca.path.display()),
+        None => "the system's roots".to_string(),
+    };
+    let client = match tls.and_then(|t| t.client.as_ref()) {
+        Some(id) => format!(", client certificate {}", id.cert.path.display()),
+        None => String::new(),
+    };
+    format!(", TLS trusting {ca}{client}")
+}
+
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "config/hookgate.yaml";
 
@@ -134,11 +151,12 @@ pub fn summary(config: &Config) -> String {
     out.push_str(&match &config.state {
         config::model::StateConfig::Memory => "  state: memory (this process only)\n".to_string(),
         config::model::StateConfig::Redis(redis) => format!(
-            "  state: redis {} (timeout {:?}, on error {}, keys {}:*)\n",
+            "  state: redis {} (timeout {:?}, on error {}, keys {}:*{})\n",
             redis.url,
             redis.timeout,
             redis.on_error.name(),
-            redis.key_prefix
+            redis.key_prefix,
+            redis_tls_summary(redis),
         ),
     });
     for r in &config.routes {

@@ -27,6 +27,7 @@ mod events;
 mod file;
 mod lower;
 pub mod model;
+mod pem;
 mod scan;
 mod state;
 mod value;

@@ -327,6 +327,7 @@ fn golden_every_key_set() {
             on_error: model::OnStateError::FailOpen,
             key_prefix: "hg-test".into(),
             key_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            tls: None,
         }),
     };
     // `Debug` covers every field but the secrets' values (redacted); compare those apart.
@@ -1940,12 +1941,12 @@ fn state_values_are_checked_at_their_line() {
         (
             &[
                 redis,
-                "  redis_url: rediss://:hunter2@cache:6379",
+                "  redis_url: rediss://:hunter2@cache:6379/#insecure",
                 KEY_SECRET,
             ],
             10,
             "state.redis_url",
-            "`rediss://` (TLS) is not supported",
+            "`#insecure` is not accepted",
         ),
         (
             &[redis, "  redis_url: http://hunter2@cache", KEY_SECRET],
@@ -2057,4 +2058,164 @@ fn verify_sha1_only_when_named() {
     assert!(
         matches!(&v.scheme, model::Scheme::Hmac(h) if h.algorithm == model::HmacAlgorithm::Sha256)
     );
+}
+
+/// PEM files for the `state.tls` tests: a CA, a certificate with its key, and another key.
+struct TlsFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(vec!["client".to_string()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let files = [
+            ("ca.pem", ca.cert.pem()),
+            ("client.pem", client.cert.pem()),
+            ("client.key", client.signing_key.serialize_pem()),
+            ("other.key", other.serialize_pem()),
+            ("garbage.pem", "not a pem file\n".to_string()),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A `state` block on `rediss://` with these `tls` lines (from line 14).
+    fn state(&self, tls: &[String]) -> String {
+        let mut lines = vec![
+            "  backend: redis".to_string(),
+            "  redis_url: rediss://:hunter2@cache.internal:6380/2".to_string(),
+            KEY_SECRET.to_string(),
+            "  tls:".to_string(),
+        ];
+        lines.extend(tls.iter().map(|line| format!("    {line}")));
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        state_block(&lines)
+    }
+}
+
+#[test]
+fn rediss_reads_its_ca_and_client_certificate() {
+    let files = TlsFiles::new();
+    let config = parse_ok(&files.state(&[
+        format!("ca: {}", files.path("ca.pem")),
+        format!("cert: {}", files.path("client.pem")),
+        format!("key: {}", files.path("client.key")),
+    ]));
+    let model::StateConfig::Redis(redis) = &config.state else {
+        panic!("{:?}", config.state);
+    };
+    assert!(redis.url.is_tls());
+    assert_eq!(
+        redis.url.to_string(),
+        "rediss://<credentials>@cache.internal:6380/2"
+    );
+    let tls = redis.tls.as_ref().expect("tls");
+    let read = |name: &str| std::fs::read(files.dir.path().join(name)).unwrap();
+    assert_eq!(tls.ca.as_ref().unwrap().pem, read("ca.pem"));
+    let client = tls.client.as_ref().unwrap();
+    assert_eq!(client.cert.pem, read("client.pem"));
+    assert_eq!(client.key.pem, read("client.key"));
+    // Debug shows paths and sizes, never a key's contents.
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    assert!(shown.contains("client.key"), "{shown}");
+
+    // `rediss://` alone trusts the system's roots; every `tls` key is optional.
+    let text = state_block(&[
+        "  backend: redis",
+        "  redis_url: rediss://cache.internal",
+        KEY_SECRET,
+    ]);
+    let model::StateConfig::Redis(redis) = parse_ok(&text).state else {
+        panic!()
+    };
+    assert!(redis.url.is_tls() && redis.tls.is_none());
+}
+
+#[test]
+fn redis_tls_files_are_checked_at_their_line() {
+    let files = TlsFiles::new();
+    let missing = files.path("missing.pem");
+    let cases: Vec<(Vec<String>, usize, &str, String)> = vec![
+        (
+            vec![format!("ca: {missing}")],
+            13,
+            "state.tls.ca",
+            format!("cannot read `{missing}`"),
+        ),
+        (
+            vec![format!("ca: {}", files.path("garbage.pem"))],
+            13,
+            "state.tls.ca",
+            "holds no PEM `CERTIFICATE` block".to_string(),
+        ),
+        (
+            vec![format!("ca: {}", files.path("client.key"))],
+            13,
+            "state.tls.ca",
+            "holds no PEM `CERTIFICATE` block".to_string(),
+        ),
+        (
+            vec![
+                format!("cert: {}", files.path("client.pem")),
+                format!("key: {}", files.path("ca.pem")),
+            ],
+            14,
+            "state.tls.key",
+            format!("`{}` holds no PEM private key", files.path("ca.pem")),
+        ),
+        (
+            vec![format!("cafile: {}", files.path("ca.pem"))],
+            13,
+            "state.tls.cafile",
+            "unknown field `cafile`".to_string(),
+        ),
+    ];
+    for (tls, line, key, needle) in &cases {
+        let err = assert_error(&files.state(tls), *line, key, needle);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn redis_tls_mapping_errors_point_at_the_mapping() {
+    let files = TlsFiles::new();
+    // The key of another certificate: named with both files, at the `tls` mapping (line 13).
+    let err = assert_error(
+        &files.state(&[
+            format!("cert: {}", files.path("client.pem")),
+            format!("key: {}", files.path("other.key")),
+        ]),
+        13,
+        "state.tls",
+        "does not belong to the certificate",
+    );
+    assert!(err.message.contains(&files.path("other.key")), "{err}");
+    assert!(err.message.contains(&files.path("client.pem")), "{err}");
+    assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+    assert_error(
+        &files.state(&[format!("cert: {}", files.path("client.pem"))]),
+        13,
+        "state.tls",
+        "needs both `cert` and `key`",
+    );
+    // `tls` with a plain-text URL: at the `state` mapping.
+    let text = state_block(&[
+        "  backend: redis",
+        "  redis_url: redis://cache.internal",
+        KEY_SECRET,
+        "  tls: {}",
+    ]);
+    assert_error(&text, 9, "state", "`tls` applies only to a `rediss://` URL");
+    let text = state_block(&["  backend: memory", "  tls: {}"]);
+    assert_error(&text, 9, "state", "`tls` applies only to `backend: redis`");
 }

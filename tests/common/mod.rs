@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -244,6 +245,16 @@ impl Gateway {
 
     /// As [`Gateway::start`], with `RUST_LOG` set to `rust_log`.
     pub async fn start_logging(routes_yaml: &str, extra_yaml: &str, rust_log: &str) -> Self {
+        Self::launch(routes_yaml, extra_yaml, rust_log, "/readyz").await
+    }
+
+    /// As [`Gateway::start`], but waits only until `/healthz` answers: for a gateway that is
+    /// expected not to become ready (its state backend unreachable).
+    pub async fn start_unready(routes_yaml: &str, extra_yaml: &str) -> Self {
+        Self::launch(routes_yaml, extra_yaml, "warn", "/healthz").await
+    }
+
+    async fn launch(routes_yaml: &str, extra_yaml: &str, rust_log: &str, wait_for: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
         let yaml = format!(
@@ -283,7 +294,7 @@ impl Gateway {
                 let err = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
                 panic!("hookgate exited early ({status}):\n{err}\nconfig:\n{yaml}");
             }
-            if let Ok(r) = get(admin, "/readyz").await {
+            if let Ok(r) = get(admin, wait_for).await {
                 if r.status == 200 {
                     break;
                 }
