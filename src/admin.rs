@@ -11,32 +11,57 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
-use crate::state::State;
+use crate::runtime::Live;
 
-/// Whether the gateway can take traffic: the proxy listener accepts connections, and the state
-/// backend answers (with Redis and `fail_closed`; see [`State::is_ready`]).
+/// Whether the gateway can take traffic: the proxy listener accepts connections, the state
+/// backend answers (with Redis and `fail_closed`; see [`State::is_ready`]), and the process is
+/// not shutting down.
 pub struct Readiness {
     proxy_addr: SocketAddr,
     listening: AtomicBool,
-    state: Arc<State>,
+    draining: AtomicBool,
+    /// Set once SIGHUP is handled and the config file watched: before that a SIGHUP would
+    /// end the process (its default action) and a changed file would go unnoticed.
+    reloadable: AtomicBool,
+    live: Live,
 }
 
 impl Readiness {
-    pub fn new(proxy_addr: SocketAddr, state: Arc<State>) -> Self {
+    pub fn new(proxy_addr: SocketAddr, live: Live) -> Self {
         Self {
             proxy_addr,
             listening: AtomicBool::new(false),
-            state,
+            draining: AtomicBool::new(false),
+            reloadable: AtomicBool::new(false),
+            live,
         }
+    }
+
+    /// The config watcher is running: SIGHUP and file changes reload from now on.
+    pub fn set_reloadable(&self) {
+        self.reloadable.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on `/readyz` fails: the process is draining its requests before it exits (or
+    /// hands its sockets to a new process), and load balancers should send no more.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// `Ok` when the gateway can take traffic; otherwise why not, for the `/readyz` body.
     /// The state is checked on every call (a Redis PING): it can go away and come back.
     pub async fn check(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("shutting down: draining the requests in progress\n");
+        }
+        if !self.reloadable.load(Ordering::Relaxed) {
+            return Err("config watcher (SIGHUP, file changes) not started yet\n");
+        }
         if !self.is_listening().await {
             return Err("proxy listener not accepting connections yet\n");
         }
-        if !self.state.is_ready().await {
+        let state = self.live.load().state.clone();
+        if !state.is_ready().await {
             return Err("state backend (Redis) unreachable: requests are answered 503\n");
         }
         Ok(())

@@ -48,6 +48,11 @@ pub enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Take over the listening sockets of the gateway running on the same `listen` port
+        /// (Pingora's graceful upgrade): start this one with --upgrade, then send SIGQUIT to
+        /// the old one.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file and print a summary of its routes.
     Check {
@@ -149,7 +154,15 @@ pub fn summary(config: &Config) -> String {
     }
     out.push('\n');
     out.push_str(&match &config.state {
-        config::model::StateConfig::Memory => "  state: memory (this process only)\n".to_string(),
+        config::model::StateConfig::Memory {
+            snapshot_path: None,
+        } => "  state: memory (this process only)\n".to_string(),
+        config::model::StateConfig::Memory {
+            snapshot_path: Some(path),
+        } => format!(
+            "  state: memory (this process only; delivered IDs saved to {} at shutdown)\n",
+            path.display()
+        ),
         config::model::StateConfig::Redis(redis) => format!(
             "  state: redis {} (timeout {:?}, on error {}, keys {}:*{})\n",
             redis.url,

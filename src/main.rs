@@ -37,9 +37,13 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, log_format } => {
+        Command::Run {
+            config: path,
+            log_format,
+            upgrade,
+        } => {
             init_logging(log_format);
-            let config = match cli::load_config(&config) {
+            let config = match cli::load_config(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("hookgate: {e:#}");
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
                 }
             };
             tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
-            hookgate::server::run(&config)
+            hookgate::server::run(&config, &path, upgrade)
         }
         Command::Receiver { listen } => {
             init_logging(LogFormat::Text);

@@ -37,21 +37,40 @@ pub struct Config {
 }
 
 /// Where the state of the stateful checks (dedup records, rate-limit buckets) lives.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateConfig {
     /// In this process's memory (the default): each gateway deduplicates and limits alone.
-    #[default]
-    Memory,
+    Memory {
+        /// Where the delivered IDs are saved at shutdown and upgrade, and read at start
+        /// (`state.snapshot_path`); `None`: a restart forgets them.
+        snapshot_path: Option<std::path::PathBuf>,
+    },
     /// In a Redis server that every replica shares.
     Redis(RedisState),
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self::Memory {
+            snapshot_path: None,
+        }
+    }
 }
 
 impl StateConfig {
     /// The name used in the config file (`state.backend`).
     pub fn backend_name(&self) -> &'static str {
         match self {
-            Self::Memory => "memory",
+            Self::Memory { .. } => "memory",
             Self::Redis(_) => "redis",
+        }
+    }
+
+    /// `state.snapshot_path`, with the memory backend.
+    pub fn snapshot_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Memory { snapshot_path } => snapshot_path.as_deref(),
+            Self::Redis(_) => None,
         }
     }
 }

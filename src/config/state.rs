@@ -53,6 +53,7 @@ enum StateKey {
     KeyPrefix,
     KeySecret,
     Tls,
+    SnapshotPath,
 }
 
 const STATE_KEYS: &[&str] = &[
@@ -63,6 +64,7 @@ const STATE_KEYS: &[&str] = &[
     "key_prefix",
     "key_secret",
     "tls",
+    "snapshot_path",
 ];
 
 impl<'de> Deserialize<'de> for State {
@@ -88,6 +90,7 @@ impl<'de> Visitor<'de> for StateVisitor {
         let mut key_prefix: Option<KeyPrefix> = None;
         let mut key_secret: Option<KeySecret> = None;
         let mut tls: Option<TlsValue> = None;
+        let mut snapshot_path: Option<SnapshotPath> = None;
         while let Some(key) = map.next_key::<StateKey>()? {
             match key {
                 StateKey::Backend => once(&mut backend, "backend", map.next_value()?)?,
@@ -97,6 +100,9 @@ impl<'de> Visitor<'de> for StateVisitor {
                 StateKey::KeyPrefix => once(&mut key_prefix, "key_prefix", map.next_value()?)?,
                 StateKey::KeySecret => once(&mut key_secret, "key_secret", map.next_value()?)?,
                 StateKey::Tls => once(&mut tls, "tls", map.next_value()?)?,
+                StateKey::SnapshotPath => {
+                    once(&mut snapshot_path, "snapshot_path", map.next_value()?)?
+                }
             }
         }
         match backend.unwrap_or(BackendName::Memory) {
@@ -115,7 +121,9 @@ impl<'de> Visitor<'de> for StateVisitor {
                          its state in this process"
                     )));
                 }
-                Ok(State(StateConfig::Memory))
+                Ok(State(StateConfig::Memory {
+                    snapshot_path: snapshot_path.map(|p| p.0),
+                }))
             }
             BackendName::Redis => {
                 let url = redis_url.ok_or_else(|| {
@@ -131,6 +139,12 @@ impl<'de> Visitor<'de> for StateVisitor {
                          `${{HOOKGATE_STATE_KEY}}`, set from `openssl rand -hex 32`)"
                     ))
                 })?;
+                if snapshot_path.is_some() {
+                    return Err(de::Error::custom(
+                        "`snapshot_path` applies only to `backend: memory`; Redis keeps the \
+                         delivered IDs itself",
+                    ));
+                }
                 if tls.is_some() && !url.0.is_tls() {
                     return Err(de::Error::custom(
                         "`tls` applies only to a `rediss://` URL; `redis://` connects in plain \
@@ -344,6 +358,22 @@ impl<'de> de::DeserializeSeed<'de> for PemKind {
                 PemKind::PrivateKey => pem::read_private_key(&path),
             }
             .map(PemValue)
+        })
+    }
+}
+
+/// `state.snapshot_path`: a non-empty file path (the file itself need not exist yet).
+#[derive(Debug)]
+struct SnapshotPath(std::path::PathBuf);
+
+impl<'de> Deserialize<'de> for SnapshotPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "a file path", |text| {
+            let path = text.trim();
+            if path.is_empty() || path.ends_with('/') {
+                return Err("`snapshot_path` must be a file path".to_string());
+            }
+            Ok(Self(path.into()))
         })
     }
 }

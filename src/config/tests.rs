@@ -1871,15 +1871,18 @@ const KEY_SECRET: &str = "  key_secret: 0123456789abcdef0123456789abcdef";
 
 #[test]
 fn state_defaults_to_memory() {
-    assert_eq!(parse_ok(&one_route(&[])).state, model::StateConfig::Memory);
+    assert_eq!(
+        parse_ok(&one_route(&[])).state,
+        model::StateConfig::default()
+    );
     assert_eq!(
         parse_ok(&state_block(&[])).state,
-        model::StateConfig::Memory
+        model::StateConfig::default()
     );
     let text = format!("{}state: {{}}\n", one_route(&[]));
-    assert_eq!(parse_ok(&text).state, model::StateConfig::Memory);
+    assert_eq!(parse_ok(&text).state, model::StateConfig::default());
     let config = parse_ok(&state_block(&["  backend: memory"]));
-    assert_eq!(config.state, model::StateConfig::Memory);
+    assert_eq!(config.state, model::StateConfig::default());
     assert_eq!(config.state.backend_name(), "memory");
 }
 
@@ -2218,4 +2221,39 @@ fn redis_tls_mapping_errors_point_at_the_mapping() {
     assert_error(&text, 9, "state", "`tls` applies only to a `rediss://` URL");
     let text = state_block(&["  backend: memory", "  tls: {}"]);
     assert_error(&text, 9, "state", "`tls` applies only to `backend: redis`");
+}
+
+#[test]
+fn snapshot_path_is_for_the_memory_backend() {
+    let config = parse_ok(&state_block(&[
+        "  snapshot_path: /var/lib/hookgate/dedup.snapshot",
+    ]));
+    assert_eq!(
+        config.state,
+        model::StateConfig::Memory {
+            snapshot_path: Some("/var/lib/hookgate/dedup.snapshot".into())
+        }
+    );
+    assert_eq!(
+        config.state.snapshot_path(),
+        Some(std::path::Path::new("/var/lib/hookgate/dedup.snapshot"))
+    );
+    assert_error(
+        &state_block(&["  snapshot_path: ''"]),
+        9,
+        "state.snapshot_path",
+        "a file path",
+    );
+    let text = state_block(&[
+        "  backend: redis",
+        "  redis_url: redis://cache.internal",
+        KEY_SECRET,
+        "  snapshot_path: /tmp/x",
+    ]);
+    assert_error(
+        &text,
+        9,
+        "state",
+        "`snapshot_path` applies only to `backend: memory`",
+    );
 }

@@ -86,6 +86,17 @@ impl RedisBackend {
             release: Script::new(RELEASE_LUA),
             metrics,
         });
+        Self::on(conn, policies)
+    }
+
+    /// The backend of a reloaded configuration: the same connection, with stores for the new
+    /// routes' policies. Records live in Redis under hashes of the route name, so a route that
+    /// keeps its name keeps its deliveries and buckets.
+    pub fn reconfigured(&self, policies: &[Option<DedupPolicy>]) -> Self {
+        Self::on(self.conn.clone(), policies)
+    }
+
+    fn on(conn: Arc<Conn>, policies: &[Option<DedupPolicy>]) -> Self {
         let stores = policies
             .iter()
             .map(|policy| {
