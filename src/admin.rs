@@ -13,18 +13,20 @@ use pingora::protocols::http::ServerSession;
 use crate::metrics::Metrics;
 use crate::state::State;
 
-/// Whether the gateway can take traffic: the proxy listener accepts connections, and the state
-/// backend answers (with Redis and `fail_closed`; see [`State::is_ready`]).
+/// Whether the gateway can take traffic: every proxy listener (plain and TLS) accepts
+/// connections, and the state backend answers (with Redis and `fail_closed`; see
+/// [`State::is_ready`]).
 pub struct Readiness {
-    proxy_addr: SocketAddr,
+    proxy_addrs: Vec<SocketAddr>,
     listening: AtomicBool,
     state: Arc<State>,
 }
 
 impl Readiness {
-    pub fn new(proxy_addr: SocketAddr, state: Arc<State>) -> Self {
+    /// Readiness of the proxy listeners at `proxy_addrs` over `state`.
+    pub fn new(proxy_addrs: Vec<SocketAddr>, state: Arc<State>) -> Self {
         Self {
-            proxy_addr,
+            proxy_addrs,
             listening: AtomicBool::new(false),
             state,
         }
@@ -47,17 +49,21 @@ impl Readiness {
         self.check().await.is_ok()
     }
 
-    /// True once a connection to the proxy listener has succeeded (checked on demand, then
-    /// remembered).
+    /// True once a TCP connection to every proxy listener has succeeded (checked on demand,
+    /// then remembered). A TLS listener is probed with a bare TCP connection too: it accepts
+    /// once it is bound.
     async fn is_listening(&self) -> bool {
         if self.listening.load(Ordering::Relaxed) {
             return true;
         }
-        let probe = tokio::net::TcpStream::connect(self.proxy_addr);
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_millis(500), probe).await,
-            Ok(Ok(_))
-        );
+        let mut ok = true;
+        for addr in &self.proxy_addrs {
+            let probe = tokio::net::TcpStream::connect(addr);
+            ok &= matches!(
+                tokio::time::timeout(Duration::from_millis(500), probe).await,
+                Ok(Ok(_))
+            );
+        }
         if ok {
             self.listening.store(true, Ordering::Relaxed);
         }

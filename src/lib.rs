@@ -19,4 +19,5 @@ pub mod respond;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod verify;

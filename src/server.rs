@@ -1,5 +1,5 @@
-//! Assembles the Pingora server: the proxy service, the admin service and the state
-//! maintenance job.
+//! Assembles the Pingora server: the proxy service (plain and TLS listeners), the admin service
+//! and the state maintenance job.
 
 use std::sync::Arc;
 
@@ -13,19 +13,22 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::state::{Maintenance, State};
+use crate::tls::CertStore;
 
 /// Pingora's own settings, derived from ours (River's approach: users never see Pingora's YAML).
 fn server_conf(config: &Config) -> ServerConf {
+    // Named after the first proxy listener: unique per gateway on a machine.
+    let port = config.proxy_addrs()[0].port();
     ServerConf {
         threads: config.threads.get(),
         // A process per listen port gets its own upgrade socket, so several gateways (tests,
         // sidecars) can share a machine.
         upgrade_sock: std::env::temp_dir()
-            .join(format!("hookgate-upgrade-{}.sock", config.listen.port()))
+            .join(format!("hookgate-upgrade-{}.sock", port))
             .to_string_lossy()
             .into_owned(),
         pid_file: std::env::temp_dir()
-            .join(format!("hookgate-{}.pid", config.listen.port()))
+            .join(format!("hookgate-{}.pid", port))
             .to_string_lossy()
             .into_owned(),
         grace_period_seconds: Some(1),
@@ -34,8 +37,19 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-/// Builds the server for `config`, ready to run.
-pub fn build(config: &Config) -> Server {
+/// A built gateway: the Pingora server, and what a config reload updates in it.
+pub struct Built {
+    /// Ready to run (`run_forever`).
+    pub server: Server,
+    /// The TLS listener's certificate, when `listen_tls` is set. A reload hands it the newly
+    /// loaded `Config::listen_tls` certificate with [`CertStore::replace`]; the next handshake
+    /// uses it.
+    pub cert_store: Option<Arc<CertStore>>,
+}
+
+/// Builds the server for `config`, ready to run. Fails only if OpenSSL refuses the TLS
+/// listener's settings.
+pub fn build(config: &Config) -> pingora::Result<Built> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(config));
     server.bootstrap();
 
@@ -58,9 +72,20 @@ pub fn build(config: &Config) -> Server {
         gateway,
         "hookgate proxy",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    if let Some(listen) = config.listen {
+        proxy.add_tcp(&listen.to_string());
+    }
+    let cert_store = match &config.listen_tls {
+        Some(tls) => {
+            let store = Arc::new(CertStore::new(tls.cert.clone()));
+            let settings = crate::tls::listener_settings(store.clone(), tls.min_version)?;
+            proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
+            Some(store)
+        }
+        None => None,
+    };
 
-    let readiness = Arc::new(Readiness::new(config.listen, state));
+    let readiness = Arc::new(Readiness::new(config.proxy_addrs(), state));
     let mut admin = Service::new("hookgate admin".to_string(), Admin::new(metrics, readiness));
     admin.threads = Some(1);
     admin.add_tcp(&config.admin_listen.to_string());
@@ -68,10 +93,16 @@ pub fn build(config: &Config) -> Server {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(maintenance);
-    server
+    Ok(Built { server, cert_store })
 }
 
 /// Runs the gateway until a signal stops it (SIGTERM graceful, SIGINT fast, SIGQUIT upgrade).
 pub fn run(config: &Config) -> ! {
-    build(config).run_forever()
+    match build(config) {
+        Ok(built) => built.server.run_forever(),
+        Err(e) => {
+            eprintln!("hookgate: cannot start: {e}");
+            std::process::exit(1)
+        }
+    }
 }

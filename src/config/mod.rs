@@ -29,6 +29,7 @@ mod lower;
 pub mod model;
 mod scan;
 mod state;
+mod tls;
 mod value;
 mod warn;
 
@@ -40,7 +41,9 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use file::defaults;
-pub use model::{Config, PathPattern, Route, Secret, Upstream, VerifyConfig};
+pub use model::{
+    Config, ListenTls, PathPattern, Route, Secret, Upstream, UpstreamTls, VerifyConfig,
+};
 pub use warn::warnings;
 
 /// Loads the config file at `path`, expanding `${NAME}` from the process environment.
@@ -62,7 +65,19 @@ pub fn parse(
 ) -> Result<Config, ConfigError> {
     let snapshot = env_snapshot(text, origin, env)?;
     let file = read(text, origin, snapshot.clone(), Vec::new())?;
-    lower::lower(file).map_err(|deferred| place(text, origin, snapshot, deferred))
+    let config = lower::lower(file).map_err(|deferred| place(text, origin, snapshot, deferred))?;
+    if let (Some(plain), Some(tls)) = (config.listen, &config.listen_tls) {
+        if plain == tls.addr {
+            return Err(ConfigError {
+                key: Some("listen_tls.addr".to_string()),
+                ..ConfigError::file(
+                    origin,
+                    format!("`{plain}` is also `listen`: the two listeners need different ports"),
+                )
+            });
+        }
+    }
+    Ok(config)
 }
 
 /// Deserializes `text` with `env` (and, on a second reading, the `deferred` errors to raise).
