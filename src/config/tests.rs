@@ -2274,7 +2274,7 @@ fn upstream_tls_lowers_with_its_defaults() {
         "https://127.0.0.1:3443",
         &["    upstream_tls: { verify: false }"],
     ));
-    assert_eq!(unverified.tls.unwrap().verify, false);
+    assert!(!unverified.tls.unwrap().verify);
     assert_eq!(upstream(&one_route(&[])).tls, None);
 }
 
