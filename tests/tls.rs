@@ -386,3 +386,81 @@ fn check_fails_on_unusable_certificate_files_naming_them() {
         "{stderr}"
     );
 }
+
+/// The reload path's API end to end, in this process: `server::build` hands out the listener's
+/// `CertStore`; replacing its certificate changes what the next handshake gets, while the
+/// server keeps running (no restart, no test hook in the binary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_stores_certificate_changes_the_next_handshakes() {
+    use hookgate::tls::ServerCert;
+    use std::sync::Arc;
+
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("rotation CA");
+    let first = ca.issue(dir.path(), "first", &["localhost"]);
+    let second = ca.issue(dir.path(), "second", &["localhost"]);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = dir.path().join("hookgate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nthreads: 1\nlisten_tls:\n  addr: {tls_addr}\n  cert: {}\n  key: {}\nroutes:\n  - name: dossiers\n    path: /webhooks/dossiers\n    upstream: {}\n    verify:\n      secrets: [{SECRET}]\n",
+            free_port(),
+            free_port(),
+            first.cert_path.display(),
+            first.key_path.display(),
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let config = hookgate::config::load(&path).unwrap();
+    let built = hookgate::server::build(&config).unwrap();
+    let store = built
+        .cert_store
+        .clone()
+        .expect("a TLS listener has a store");
+    std::thread::spawn(move || built.server.run(Default::default()));
+
+    let connector = client(ca.roots(), &[&version::TLS13], &[b"http/1.1"]);
+    wait_until(
+        "the TLS listener",
+        std::time::Duration::from_secs(30),
+        || {
+            let connector = connector.clone();
+            async move { connect(&connector, tls_addr, "localhost").await.is_ok() }
+        },
+    )
+    .await;
+    let served = |stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+
+    let mut before = connect(&connector, tls_addr, "localhost").await.unwrap();
+    assert_eq!(served(&before), first.cert);
+
+    let replacement = ServerCert::load(&second.cert_path, &second.key_path).unwrap();
+    let previous = store.replace(Arc::new(replacement));
+    assert_eq!(previous.cert_path(), first.cert_path);
+
+    let mut after = connect(&connector, tls_addr, "localhost").await.unwrap();
+    assert_eq!(
+        served(&after),
+        second.cert,
+        "the next handshake got the new certificate"
+    );
+    // Both connections carry requests: the one opened before the swap keeps its session.
+    for (i, stream) in [&mut before, &mut after].into_iter().enumerate() {
+        let headers = signed(SAMPLE.as_bytes(), &format!("rotation-{i}"));
+        let resp = post_h1(
+            stream,
+            "/webhooks/dossiers",
+            &as_refs(&headers),
+            SAMPLE.as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 200);
+    }
+    assert_eq!(upstream.requests().len(), 2);
+}
