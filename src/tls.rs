@@ -217,6 +217,14 @@ impl ServerCert {
         &self.fingerprint
     }
 
+    /// Whole days until the leaf certificate expires (negative: it has expired), or `None` if
+    /// OpenSSL cannot tell.
+    pub fn days_left(&self) -> Option<i32> {
+        let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+        let diff = now.diff(self.chain.leaf().not_after()).ok()?;
+        Some(diff.days)
+    }
+
     /// Sets this certificate, its intermediates and its key on one handshake.
     fn install(&self, ssl: &mut TlsRef) -> Result<(), pingora::tls::error::ErrorStack> {
         use pingora::tls::ext;
