@@ -85,7 +85,8 @@ pub fn build(config: &Config) -> pingora::Result<Built> {
         None => None,
     };
 
-    let readiness = Arc::new(Readiness::new(config.proxy_addrs(), state));
+    let tls_addr = config.listen_tls.as_ref().map(|tls| tls.addr);
+    let readiness = Arc::new(Readiness::new(config.listen, tls_addr, state));
     let mut admin = Service::new("hookgate admin".to_string(), Admin::new(metrics, readiness));
     admin.threads = Some(1);
     admin.add_tcp(&config.admin_listen.to_string());
