@@ -131,9 +131,17 @@ impl PrivateKey {
         })?;
         // An encrypted key would make OpenSSL ask for a passphrase; this callback refuses.
         let key = PKey::private_key_from_pem_callback(&bytes, |_| Ok(0)).map_err(|e| {
+            let encrypted = bytes.windows(9).any(|w| w == b"ENCRYPTED");
             CertError::BadKey {
                 path: path.to_path_buf(),
-                reason: first_reason(&e),
+                reason: if encrypted {
+                    "the key is encrypted, and hookgate has no passphrase to give; store it \
+                     decrypted (`openssl pkey -in enc.pem -out key.pem`) in a file only \
+                     hookgate can read"
+                        .to_string()
+                } else {
+                    first_reason(&e)
+                },
             }
         })?;
         Ok(Self {
@@ -521,6 +529,15 @@ mod tests {
         let err = PrivateKey::load(&cert_a).unwrap_err();
         assert!(matches!(err, CertError::BadKey { .. }), "{err}");
         assert!(err.to_string().contains(&cert_a.display().to_string()));
+        let encrypted = dir.path().join("encrypted.key");
+        let key = PKey::private_key_from_pem(&std::fs::read(&key_a).unwrap()).unwrap();
+        let pem = key
+            .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pw")
+            .unwrap();
+        std::fs::write(&encrypted, pem).unwrap();
+        let err = PrivateKey::load(&encrypted).unwrap_err().to_string();
+        assert!(err.contains("the key is encrypted"), "{err}");
+        assert!(err.contains(&encrypted.display().to_string()), "{err}");
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(
             &garbage,

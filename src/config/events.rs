@@ -6,6 +6,7 @@
 //!   routes:                                      # per-event upstreams; first match wins
 //!     - match: [message.received]
 //!       upstream: http://127.0.0.1:3001
+//!       upstream_tls: { ca: ca.pem }              # only for https://; as a route's
 //!   validate: true                               # check payloads against the schemas
 //!   schemas: config/schemas                      # absent: the shipped schemas, built in
 //! ```
