@@ -1,7 +1,7 @@
 //! The seam to the upstream: hand a verified request to the receiver app and relay its answer.
 //!
-//! Today this sends the request synchronously over a pooled HTTP/1.1 connection. It is written by
-//! hand (Pingora's connector, not its proxy loop) because Pingora replays a body read in
+//! Today this sends the request synchronously over a pooled HTTP/1.1 connection (TLS for an
+//! `https://` upstream). It is written by hand (Pingora's connector, not its proxy loop) because Pingora replays a body read in
 //! `request_filter` only up to 64 KiB; this one path serves every size, so there is no second,
 //! rarely exercised path for large bodies. A later asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`]
 //! with "enqueue, then answer 202", behind the same calls.
@@ -67,7 +67,8 @@ impl Exchange {
 #[derive(Debug, Clone)]
 pub struct Target {
     peer: HttpPeer,
-    /// `Host` for requests that arrived without one (HTTP/1.0).
+    /// `Host` for requests that arrived without one or an `:authority` (HTTP/1.0): the
+    /// address of a plain upstream, the SNI name (and port) of an https one.
     authority: String,
 }
 
@@ -99,10 +100,16 @@ impl Target {
         };
         peer.options.connection_timeout = Some(timeout);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        Self {
-            peer,
-            authority: addr.to_string(),
-        }
+        // An https upstream is addressed by the name its certificate carries (the SNI), so a
+        // `Host` it has to make up matches it; a plain one by its address, as before.
+        let authority = match &upstream.tls {
+            Some(tls) if !tls.sni.is_empty() => match addr.port() {
+                443 => tls.sni.clone(),
+                port => format!("{}:{port}", tls.sni),
+            },
+            _ => addr.to_string(),
+        };
+        Self { peer, authority }
     }
 }
 

@@ -297,6 +297,17 @@ async fn https_upstreams_are_verified_against_the_configured_ca_only() {
     let resp = gw.post_signed("/webhooks/trusted", SECRET, &big).await;
     assert_eq!(resp.status, 200);
     assert!(upstream.requests()[1].body == big);
+
+    // A sender without `Host` (HTTP/1.0): the upstream gets the name its certificate carries.
+    let sig = sign(SECRET, SAMPLE.as_bytes());
+    let request = format!(
+        "POST /webhooks/trusted HTTP/1.0\r\nContent-Length: {}\r\nX-Webhook-Signature: {sig}\r\n\r\n{SAMPLE}",
+        SAMPLE.len()
+    );
+    let resp = raw(gw.addr, request.as_bytes()).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let host = format!("app.internal:{}", upstream.addr.port());
+    assert_eq!(upstream.requests()[2].header("host"), Some(host.as_str()));
 }
 
 fn hookgate_check(config: &Path) -> (bool, String) {

@@ -52,6 +52,7 @@ impl Config {
 /// The TLS listener (`listen_tls`): its address, lowest version and identity.
 #[derive(Debug, Clone)]
 pub struct ListenTls {
+    /// Where the TLS listener binds; never the same as `listen`.
     pub addr: SocketAddr,
     /// The lowest TLS version accepted (default 1.2). HTTP/2 and HTTP/1.1 are offered by ALPN.
     pub min_version: crate::tls::TlsVersion,
