@@ -2229,6 +2229,17 @@ fn listen_tls_values_are_checked_at_their_line() {
         "unknown TLS version `1.1`",
     );
     assert_error(
+        &listen_tls(&cert, &key, &["  min_version: tls1.3"]),
+        5,
+        "listen_tls.min_version",
+        "unknown TLS version `tls1.3`",
+    );
+    let v13 = parse_ok(&listen_tls(&cert, &key, &["  min_version: TLSv1.3"]));
+    assert_eq!(
+        v13.listen_tls.unwrap().min_version,
+        crate::tls::TlsVersion::Tls13
+    );
+    assert_error(
         &listen_tls(&cert, &key, &["  ciphers: HIGH"]),
         5,
         "listen_tls.ciphers",

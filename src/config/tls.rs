@@ -113,18 +113,16 @@ impl<'de> Deserialize<'de> for KeyFile {
     }
 }
 
-/// `listen_tls.min_version`: `1.2` or `1.3` (quoted or not).
+/// `listen_tls.min_version`: `1.2` or `1.3` (quoted or not; `TLSv1.2` and `TLSv1.3`, as
+/// OpenSSL writes them, are accepted too).
 struct MinVersion(TlsVersion);
 
 impl<'de> Deserialize<'de> for MinVersion {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         parse_scalar(deserializer, "`1.2` or `1.3`", |text| {
-            match text
-                .trim()
-                .trim_start_matches(['T', 't', 'L', 'l', 'S', 's', 'v'])
-            {
-                "1.2" => Ok(Self(TlsVersion::Tls12)),
-                "1.3" => Ok(Self(TlsVersion::Tls13)),
+            match text.trim().to_ascii_lowercase().as_str() {
+                "1.2" | "tlsv1.2" => Ok(Self(TlsVersion::Tls12)),
+                "1.3" | "tlsv1.3" => Ok(Self(TlsVersion::Tls13)),
                 _ => Err(format!(
                     "unknown TLS version `{text}`; expected `1.2` (TLS 1.2 and 1.3) or `1.3` \
                      (TLS 1.3 only); older versions are not offered"
