@@ -26,7 +26,7 @@ use crate::events::SPEC_EVENTS;
 ///   scheme that reads the type from the body: often a typo, which would filter or misroute that
 ///   event. Senders add types, so it is not an error. (Schemes that name events in a header,
 ///   such as GitHub's, have their own names.)
-/// - The TLS listener's certificate has expired or expires within [`CERT_EXPIRY_WARNING_DAYS`]:
+/// - The TLS listener's certificate has expired or expires within `CERT_EXPIRY_WARNING_DAYS` (30):
 ///   senders will refuse it (verifying senders, as the spec asks, refuse it at once).
 /// - An https upstream with `upstream_tls.verify: false`: anyone on the path to it can
 ///   impersonate it and receive the verified webhooks.
@@ -43,7 +43,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
 }
 
 /// `hookgate check` warns about a listener certificate that expires within this many days.
-pub const CERT_EXPIRY_WARNING_DAYS: i32 = 30;
+const CERT_EXPIRY_WARNING_DAYS: i32 = 30;
 
 fn listen_tls_warning(config: &Config, warnings: &mut Vec<String>) {
     let Some(tls) = &config.listen_tls else {
