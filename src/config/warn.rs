@@ -26,8 +26,8 @@ use crate::events::SPEC_EVENTS;
 ///   scheme that reads the type from the body: often a typo, which would filter or misroute that
 ///   event. Senders add types, so it is not an error. (Schemes that name events in a header,
 ///   such as GitHub's, have their own names.)
-/// - The TLS listener's certificate has expired or expires within `CERT_EXPIRY_WARNING_DAYS` (30):
-///   senders will refuse it (verifying senders, as the spec asks, refuse it at once).
+/// - The TLS listener's certificate has expired, or expires within 30 days
+///   (`CERT_EXPIRY_WARNING_DAYS`): senders that verify certificates refuse an expired one.
 /// - An https upstream with `upstream_tls.verify: false`: anyone on the path to it can
 ///   impersonate it and receive the verified webhooks.
 pub fn warnings(config: &Config) -> Vec<String> {
