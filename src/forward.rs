@@ -1,10 +1,11 @@
 //! The seam to the upstream: hand a verified request to the receiver app and relay its answer.
 //!
 //! Today this sends the request synchronously over a pooled HTTP/1.1 connection (TLS for an
-//! `https://` upstream). It is written by hand (Pingora's connector, not its proxy loop) because Pingora replays a body read in
-//! `request_filter` only up to 64 KiB; this one path serves every size, so there is no second,
-//! rarely exercised path for large bodies. A later asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`]
-//! with "enqueue, then answer 202", behind the same calls.
+//! `https://` upstream). It is written by hand (Pingora's connector, not its proxy loop)
+//! because Pingora replays a body read in `request_filter` only up to 64 KiB; this one path
+//! serves every size, so there is no second, rarely exercised path for large bodies. A later
+//! asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`] with "enqueue, then
+//! answer 202", behind the same calls.
 
 use std::time::{Duration, Instant};
 

@@ -305,7 +305,8 @@ impl TlsAccept for FromStore {
         // A failure leaves the handshake without a certificate, so it fails; the client sees
         // a handshake alert. Not expected: the loader checked the pair.
         if let Err(e) = cert.install(ssl) {
-            tracing::error!(cert = %cert.cert_path().display(), error = %e, "could not use the TLS certificate for a handshake");
+            let path = cert.cert_path().display();
+            tracing::error!(cert = %path, error = %e, "could not use the TLS certificate");
         }
     }
 }
