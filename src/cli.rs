@@ -139,10 +139,23 @@ impl SampleEvent {
 /// followed by one listing its deduplication, replay window and rate limit, if it has any.
 pub fn summary(config: &Config) -> String {
     use humantime::format_duration;
+    let listen = config
+        .listen
+        .map_or_else(|| "none (TLS only)".to_string(), |a| a.to_string());
     let mut out = format!(
-        "configuration OK: listen {}, admin {}, {} thread(s), upstream timeout {:?}\n",
-        config.listen, config.admin_listen, config.threads, config.upstream_timeout
+        "configuration OK: listen {listen}, admin {}, {} thread(s), upstream timeout {:?}\n",
+        config.admin_listen, config.threads, config.upstream_timeout
     );
+    if let Some(tls) = &config.listen_tls {
+        out.push_str(&format!(
+            "  listen_tls {} (TLS {}+, ALPN h2 and http/1.1): cert {} (sha256 {}), key {}\n",
+            tls.addr,
+            tls.min_version.name(),
+            tls.cert.cert_path().display(),
+            tls.cert.fingerprint(),
+            tls.cert.key_path().display()
+        ));
+    }
     let tiers: Vec<String> = config
         .tiers
         .iter()
@@ -213,6 +226,20 @@ pub fn summary(config: &Config) -> String {
                 "tier {} ({}/min per {})",
                 limit.tier_name, limit.per_minute, limit.key
             ));
+        }
+        if let Some(tls) = &r.upstream.tls {
+            settings.push(match (tls.verify, &tls.ca) {
+                (false, _) => format!("upstream TLS, sni {}, certificate NOT verified", tls.sni),
+                (true, Some(ca)) => format!(
+                    "upstream TLS, sni {}, verified against {}",
+                    tls.sni,
+                    ca.path().display()
+                ),
+                (true, None) => format!(
+                    "upstream TLS, sni {}, verified against the system's roots",
+                    tls.sni
+                ),
+            });
         }
         if !settings.is_empty() {
             out.push_str(&format!("        {}\n", settings.join("; ")));

@@ -22,4 +22,5 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod verify;

@@ -50,7 +50,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
+            let listen: Vec<String> = (config.listen.iter().map(|a| format!("http://{a}")))
+                .chain(
+                    config
+                        .listen_tls
+                        .iter()
+                        .map(|t| format!("https://{}", t.addr)),
+                )
+                .collect();
+            tracing::info!(listen = %listen.join(" "), admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
             hookgate::server::run(&config, &path, upgrade)
         }
         Command::Receiver { listen } => {

@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::runtime::{Live, Runtime};
+use crate::tls::CertStore;
 
 /// How long the watcher waits after an event in the directory before it reads the file, so
 /// that a multi-step replacement (write, rename, symlink swap) is read once, complete.
@@ -61,6 +62,8 @@ pub enum Reloaded {
 pub struct Reloader {
     path: PathBuf,
     live: Live,
+    /// The TLS listener's certificate, when `listen_tls` is set: a reload replaces it.
+    cert_store: Option<Arc<CertStore>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     /// The settings bound at start, to tell when a reload changes them.
@@ -72,7 +75,9 @@ pub struct Reloader {
 /// The settings a reload cannot change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Bound {
-    listen: std::net::SocketAddr,
+    listen: Option<std::net::SocketAddr>,
+    /// The TLS listener's address and minimum version (its certificate reloads).
+    listen_tls: Option<(std::net::SocketAddr, String)>,
     admin_listen: std::net::SocketAddr,
     threads: std::num::NonZeroUsize,
     state: config::model::StateConfig,
@@ -82,6 +87,8 @@ impl Bound {
     fn of(config: &Config) -> Self {
         Self {
             listen: config.listen,
+            listen_tls: (config.listen_tls.as_ref())
+                .map(|t| (t.addr, format!("{:?}", t.min_version))),
             admin_listen: config.admin_listen,
             threads: config.threads,
             state: config.state.clone(),
@@ -93,6 +100,9 @@ impl Bound {
         let mut keys = Vec::new();
         if self.listen != new.listen {
             keys.push("listen");
+        }
+        if self.listen_tls != new.listen_tls {
+            keys.push("listen_tls (addr, min_version, or whether it is set)");
         }
         if self.admin_listen != new.admin_listen {
             keys.push("admin_listen");
@@ -109,11 +119,12 @@ impl Bound {
 
 impl Reloader {
     /// A reloader of the file at `path`, whose contents at start gave `config`, now served by
-    /// `live`.
+    /// `live`; `cert_store` holds the TLS listener's certificate, if there is one.
     pub fn new(
         path: &Path,
         config: &Config,
         live: Live,
+        cert_store: Option<Arc<CertStore>>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -121,6 +132,7 @@ impl Reloader {
         Self {
             path: path.to_path_buf(),
             live,
+            cert_store,
             metrics,
             clock,
             started: Bound::of(config),
@@ -173,6 +185,11 @@ impl Reloader {
         let state = Arc::new(current.state.reconfigured(&config));
         let runtime = Runtime::new(&config, &self.metrics, state, &self.clock);
         self.live.store(Arc::new(runtime));
+        // The certificate was read and checked against its key by the loader: the next
+        // handshake uses it, connections already open keep theirs.
+        if let (Some(store), Some(tls)) = (&self.cert_store, &config.listen_tls) {
+            store.replace(tls.cert.clone());
+        }
         tracing::info!(
             routes = config.routes.len(),
             "configuration reloaded; new requests use it"
@@ -293,7 +310,7 @@ mod tests {
         let live: Live = Arc::new(ArcSwap::from_pointee(Runtime::new(
             &config, &metrics, state, &clock,
         )));
-        let reloader = Reloader::new(path, &config, live.clone(), metrics.clone(), clock);
+        let reloader = Reloader::new(path, &config, live.clone(), None, metrics.clone(), clock);
         (reloader, live, metrics)
     }
 

@@ -88,10 +88,10 @@ impl Runtime {
                 replay: r.replay,
                 rate_limit: r.rate_limit.clone(),
                 dedup: r.dedup.clone(),
-                target: Target::new(r.upstream.addr, config.upstream_timeout),
+                target: Target::new(&r.upstream, config.upstream_timeout),
                 events: r.events.clone().map(|events| {
                     let targets = (events.routes.iter())
-                        .map(|e| Target::new(e.upstream.addr, config.upstream_timeout))
+                        .map(|e| Target::new(&e.upstream, config.upstream_timeout))
                         .collect();
                     (events, targets)
                 }),

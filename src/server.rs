@@ -1,5 +1,6 @@
-//! Assembles the Pingora server: the proxy service, the admin service, the state maintenance
-//! job and the config watcher; runs it; and saves the dedup snapshot when it stops.
+//! Assembles the Pingora server: the proxy service (plain and TLS listeners), the admin service,
+//! the state maintenance job and the config watcher; runs it; and saves the dedup snapshot when
+//! it stops.
 //!
 //! Signals: SIGHUP reloads the configuration ([`crate::reload`]); SIGTERM drains and exits,
 //! SIGINT exits at once, SIGQUIT hands the listening sockets to a new process started with
@@ -26,6 +27,7 @@ use crate::reload::{ConfigWatcher, Reloader};
 use crate::runtime::{Live, Runtime};
 use crate::snapshot::Snapshot;
 use crate::state::{Maintenance, State};
+use crate::tls::CertStore;
 
 /// Pingora's own settings, derived from ours (River's approach: users never see Pingora's YAML).
 fn server_conf(config: &Config) -> ServerConf {
@@ -35,7 +37,7 @@ fn server_conf(config: &Config) -> ServerConf {
         // sidecars) can share a machine.
         upgrade_sock: upgrade_sock(config).to_string_lossy().into_owned(),
         pid_file: std::env::temp_dir()
-            .join(format!("hookgate-{}.pid", config.listen.port()))
+            .join(format!("hookgate-{}.pid", first_port(config)))
             .to_string_lossy()
             .into_owned(),
         grace_period_seconds: Some(1),
@@ -46,13 +48,20 @@ fn server_conf(config: &Config) -> ServerConf {
 
 /// The socket a process started with `--upgrade` receives the listening sockets on.
 pub fn upgrade_sock(config: &Config) -> PathBuf {
-    std::env::temp_dir().join(format!("hookgate-upgrade-{}.sock", config.listen.port()))
+    std::env::temp_dir().join(format!("hookgate-upgrade-{}.sock", first_port(config)))
+}
+
+/// The port of the first proxy listener: unique per gateway on a machine, so it names the
+/// upgrade socket and the pid file.
+fn first_port(config: &Config) -> u16 {
+    config.proxy_addrs()[0].port()
 }
 
 /// A server for `config` (read from `path`, which reloads read again), ready to run, and what
 /// must happen when it stops. With `upgrade`, this waits for the sockets of the running
-/// gateway (sent when it gets SIGQUIT) before it reads the dedup snapshot.
-pub fn build(config: &Config, path: &Path, upgrade: bool) -> (Server, Lifecycle) {
+/// gateway (sent when it gets SIGQUIT) before it reads the dedup snapshot. Fails only if
+/// OpenSSL refuses the TLS listener's settings.
+pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Server, Lifecycle)> {
     let opt = Opt {
         upgrade,
         ..Opt::default()
@@ -84,9 +93,21 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> (Server, Lifecycle)
         gateway,
         "hookgate proxy",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    if let Some(listen) = config.listen {
+        proxy.add_tcp(&listen.to_string());
+    }
+    let cert_store = match &config.listen_tls {
+        Some(tls) => {
+            let store = Arc::new(CertStore::new(tls.cert.clone()));
+            let settings = crate::tls::listener_settings(store.clone(), tls.min_version)?;
+            proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
+            Some(store)
+        }
+        None => None,
+    };
 
-    let readiness = Arc::new(Readiness::new(config.listen, live.clone()));
+    let tls_addr = config.listen_tls.as_ref().map(|tls| tls.addr);
+    let readiness = Arc::new(Readiness::new(config.listen, tls_addr, live.clone()));
     let mut admin = Service::new(
         "hookgate admin".to_string(),
         Admin::new(metrics.clone(), readiness.clone()),
@@ -96,7 +117,14 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> (Server, Lifecycle)
 
     let maintenance =
         background_service("hookgate state maintenance", Maintenance::new(live.clone()));
-    let reloader = Arc::new(Reloader::new(path, config, live.clone(), metrics, clock));
+    let reloader = Arc::new(Reloader::new(
+        path,
+        config,
+        live.clone(),
+        cert_store,
+        metrics,
+        clock,
+    ));
     let watcher = background_service(
         "hookgate config watcher",
         ConfigWatcher::new(reloader, readiness.clone()),
@@ -111,12 +139,18 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> (Server, Lifecycle)
         readiness,
         snapshot_path,
     };
-    (server, lifecycle)
+    Ok((server, lifecycle))
 }
 
 /// Runs the gateway until a signal stops it, then saves the dedup snapshot and exits.
 pub fn run(config: &Config, path: &Path, upgrade: bool) -> ! {
-    let (server, lifecycle) = build(config, path, upgrade);
+    let (server, lifecycle) = match build(config, path, upgrade) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("hookgate: cannot start: {e}");
+            std::process::exit(1)
+        }
+    };
     let lifecycle = Arc::new(lifecycle);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals(lifecycle.clone())),

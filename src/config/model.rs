@@ -16,8 +16,11 @@ pub use crate::ratelimit::{LimitKey, RateLimit, Tiers};
 /// The whole gateway configuration, valid by construction.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the proxy listens for webhooks.
-    pub listen: SocketAddr,
+    /// Where the proxy listens for webhooks over plain HTTP (`listen`). `None` only when
+    /// `listen_tls` is set and `listen` is not: there is always at least one listener.
+    pub listen: Option<SocketAddr>,
+    /// Where the proxy listens for webhooks over TLS (`listen_tls`); `None`: no TLS listener.
+    pub listen_tls: Option<ListenTls>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin_listen: SocketAddr,
     /// Worker threads of the proxy service.
@@ -34,6 +37,28 @@ pub struct Config {
     pub unverified_per_ip: Option<NonZeroU32>,
     /// Where dedup records and rate-limit buckets live (`state`); memory by default.
     pub state: StateConfig,
+}
+
+impl Config {
+    /// Every proxy listener's address: the plain one first, then the TLS one (at least one).
+    pub fn proxy_addrs(&self) -> Vec<SocketAddr> {
+        self.listen
+            .into_iter()
+            .chain(self.listen_tls.as_ref().map(|tls| tls.addr))
+            .collect()
+    }
+}
+
+/// The TLS listener (`listen_tls`): its address, lowest version and identity.
+#[derive(Debug, Clone)]
+pub struct ListenTls {
+    /// Where the TLS listener binds; never the same as `listen`.
+    pub addr: SocketAddr,
+    /// The lowest TLS version accepted (default 1.2). HTTP/2 and HTTP/1.1 are offered by ALPN.
+    pub min_version: crate::tls::TlsVersion,
+    /// The certificate chain and its key, read and checked when the file was loaded. Handed to
+    /// the listener's [`crate::tls::CertStore`] at start, and again on a reload.
+    pub cert: std::sync::Arc<crate::tls::ServerCert>,
 }
 
 /// Where the state of the stateful checks (dedup records, rate-limit buckets) lives.
@@ -323,13 +348,28 @@ impl fmt::Display for PathPattern {
     }
 }
 
-/// A plain-HTTP upstream, resolved at load time.
+/// An upstream (`http://` or `https://`), resolved at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// The URL as configured (scheme and authority only), for display.
     pub url: String,
     /// Resolved socket address to connect to.
     pub addr: SocketAddr,
+    /// `Some` for an `https://` upstream: how its certificate is checked. `None`: plain HTTP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How hookgate talks TLS to an `https://` upstream (the route's `upstream_tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The host name sent as SNI and, with `verify`, checked against the certificate. Default:
+    /// the URL's host. Never empty when `verify` is true (an IP-address URL needs `sni`).
+    pub sni: String,
+    /// Whether the certificate must chain to a trusted root and name `sni` (default true).
+    /// False skips every check of the certificate.
+    pub verify: bool,
+    /// The roots to trust instead of the system's (`ca`); `None`: the system's roots.
+    pub ca: Option<crate::tls::CaBundle>,
 }
 
 /// Signature verification settings of one route.

@@ -23,8 +23,21 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// Certificates made once for this test run, in a directory that lives as long as the tests
+/// (`${TLS_DIR}` in the tests' environment).
+fn pki() -> &'static (tempfile::TempDir, crate::tls::testing::Pki) {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, crate::tls::testing::Pki)> =
+        std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::tls::testing::Pki::write(dir.path());
+        (dir, pki)
+    })
+}
+
 fn test_env(name: &str) -> Option<String> {
     match name {
+        "TLS_DIR" => Some(pki().0.path().display().to_string()),
         "SECRET" => Some("whsec_from_env".into()),
         "EMPTY" => Some(String::new()),
         "YAMLISH" => Some("a: b # c".into()),
@@ -98,6 +111,11 @@ fn golden_every_key_set() {
         "max_body_bytes: 2048",
         "upstream_timeout: 1m 30s",
         "body_timeout: 2s",
+        "listen_tls:",
+        "  addr: 0.0.0.0:9443",
+        "  cert: ${TLS_DIR}/server.crt",
+        "  key: ${TLS_DIR}/server.key",
+        "  min_version: '1.3'",
         "routes:",
         "  - name: dossiers",
         "    path: /webhooks/dossiers",
@@ -121,7 +139,8 @@ fn golden_every_key_set() {
         "      allow: [dossier.created, message.received, message.sent]",
         "      routes:",
         "        - match: [message.received, message.sent]",
-        "          upstream: http://127.0.0.1:3005",
+        "          upstream: https://127.0.0.1:3005",
+        "          upstream_tls: { verify: false }",
         "      validate: true",
         "      schemas: ${SCHEMAS}",
         "  - name: messages.v2",
@@ -134,7 +153,11 @@ fn golden_every_key_set() {
         "    events:",
         "  - name: payments",
         "    path: /webhooks/payments",
-        "    upstream: http://127.0.0.1:3001",
+        "    upstream: https://127.0.0.1:3001",
+        "    upstream_tls:",
+        "      ca: ${TLS_DIR}/ca.crt",
+        "      sni: App.Internal",
+        "      verify: true",
         "    dedup: { body_hash: true }",
         "    replay:",
         "      max_age: 5m",
@@ -143,7 +166,7 @@ fn golden_every_key_set() {
         "      secrets: [whsec_p]",
         "  - name: orders",
         "    path: /webhooks/orders",
-        "    upstream: http://127.0.0.1:3002",
+        "    upstream: HTTPS://localhost",
         "    dedup:",
         "    verify:",
         "      scheme: stripe",
@@ -163,8 +186,19 @@ fn golden_every_key_set() {
     let config = parse_ok(&text);
 
     let localhost_80 = ("localhost", 80).to_socket_addrs().unwrap().next().unwrap();
+    let localhost_443 = ("localhost", 443)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let pki = &pki().1;
     let expected = Config {
-        listen: "0.0.0.0:8443".parse().unwrap(),
+        listen: Some("0.0.0.0:8443".parse().unwrap()),
+        listen_tls: Some(ListenTls {
+            addr: "0.0.0.0:9443".parse().unwrap(),
+            min_version: crate::tls::TlsVersion::Tls13,
+            cert: std::sync::Arc::new(crate::tls::ServerCert::load(&pki.cert, &pki.key).unwrap()),
+        }),
         admin_listen: "[::1]:9191".parse().unwrap(),
         threads: NonZeroUsize::new(4).unwrap(),
         upstream_timeout: Duration::from_secs(90),
@@ -175,6 +209,7 @@ fn golden_every_key_set() {
                 upstream: Upstream {
                     url: "http://127.0.0.1:3000".into(),
                     addr: "127.0.0.1:3000".parse().unwrap(),
+                    tls: None,
                 },
                 max_body_bytes: 65536,
                 body_timeout: Duration::from_millis(500),
@@ -211,8 +246,14 @@ fn golden_every_key_set() {
                     routes: vec![model::EventRoute {
                         events: vec!["message.received".into(), "message.sent".into()],
                         upstream: Upstream {
-                            url: "http://127.0.0.1:3005".into(),
+                            url: "https://127.0.0.1:3005".into(),
                             addr: "127.0.0.1:3005".parse().unwrap(),
+                            // An IP address, unverified: no SNI at all.
+                            tls: Some(UpstreamTls {
+                                sni: String::new(),
+                                verify: false,
+                                ca: None,
+                            }),
                         },
                     }],
                     schemas: Some(std::sync::Arc::new(
@@ -227,6 +268,7 @@ fn golden_every_key_set() {
                 upstream: Upstream {
                     url: "http://localhost".into(),
                     addr: localhost_80,
+                    tls: None,
                 },
                 // The top-level defaults of this file.
                 max_body_bytes: 2048,
@@ -263,8 +305,13 @@ fn golden_every_key_set() {
                 name: "payments".into(),
                 path: PathPattern::Exact("/webhooks/payments".into()),
                 upstream: Upstream {
-                    url: "http://127.0.0.1:3001".into(),
+                    url: "https://127.0.0.1:3001".into(),
                     addr: "127.0.0.1:3001".parse().unwrap(),
+                    tls: Some(UpstreamTls {
+                        sni: "app.internal".into(),
+                        verify: true,
+                        ca: Some(crate::tls::CaBundle::load(&pki.ca).unwrap()),
+                    }),
                 },
                 max_body_bytes: 2048,
                 body_timeout: Duration::from_secs(2),
@@ -291,8 +338,14 @@ fn golden_every_key_set() {
                 name: "orders".into(),
                 path: PathPattern::Exact("/webhooks/orders".into()),
                 upstream: Upstream {
-                    url: "http://127.0.0.1:3002".into(),
-                    addr: "127.0.0.1:3002".parse().unwrap(),
+                    // The defaults: the host as SNI, the system's roots, port 443.
+                    url: "https://localhost".into(),
+                    addr: localhost_443,
+                    tls: Some(UpstreamTls {
+                        sni: "localhost".into(),
+                        verify: true,
+                        ca: None,
+                    }),
                 },
                 max_body_bytes: 2048,
                 body_timeout: Duration::from_secs(2),
@@ -342,13 +395,18 @@ fn golden_every_key_set() {
             "route {}",
             got.name
         );
+        assert_eq!(got.upstream, want.upstream, "the CA certificates too");
     }
 }
 
 #[test]
 fn defaults_apply_when_keys_are_left_out() {
     let config = parse_ok(&one_route(&[]));
-    assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    );
+    assert!(config.listen_tls.is_none());
     assert_eq!(
         config.admin_listen,
         SocketAddr::from(([127, 0, 0, 1], 9090))
@@ -367,7 +425,8 @@ fn shipped_default_file_loads_without_environment() {
     let text = include_str!("../../config/hookgate.yaml");
     let config = parse(text, "config/hookgate.yaml", &no_env)
         .unwrap_or_else(|err| panic!("config/hookgate.yaml: {err}"));
-    assert_eq!(config.listen, defaults::LISTEN);
+    assert_eq!(config.listen, Some(defaults::LISTEN));
+    assert!(config.listen_tls.is_none());
     assert_eq!(config.admin_listen, defaults::ADMIN_LISTEN);
     assert_eq!(config.threads.get(), defaults::THREADS);
     assert_eq!(config.upstream_timeout, defaults::UPSTREAM_TIMEOUT);
@@ -748,13 +807,13 @@ fn with_upstream(url: &str) -> String {
 }
 
 #[test]
-fn upstreams_are_plain_http_scheme_and_authority() {
+fn upstreams_are_http_or_https_scheme_and_authority() {
     let key = "routes[0].upstream";
     assert_error(
         &with_upstream("https://127.0.0.1:3000"),
         4,
         key,
-        "TLS to upstreams is not supported yet",
+        "set `upstream_tls.sni` to the name its certificate is issued for",
     );
     assert_error(
         &with_upstream("ftp://127.0.0.1"),
@@ -850,7 +909,11 @@ fn expands_environment_variables_in_every_string_value() {
         "        - 'a: b # c'",
     ]);
     let config = parse_ok(&text);
-    assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    );
+    assert!(config.listen_tls.is_none());
     assert_eq!(config.threads.get(), 8);
     let route = &config.routes[0];
     assert_eq!(route.name, "dossiers");
@@ -1730,11 +1793,11 @@ fn events_values_are_checked_at_their_line() {
             &[
                 "      routes:",
                 "        - match: [a.b]",
-                "          upstream: https://127.0.0.1:3001",
+                "          upstream: ftp://127.0.0.1:3001",
             ],
             9,
             "routes[0].events.routes[0].upstream",
-            "TLS",
+            "unsupported scheme `ftp`",
         ),
         (
             &["      routes:", "        - match: [a.b]"],
@@ -2255,5 +2318,272 @@ fn snapshot_path_is_for_the_memory_backend() {
         9,
         "state",
         "`snapshot_path` applies only to `backend: memory`",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: `listen_tls` and `upstream_tls`
+
+/// `listen_tls` (line 1) with `cert` on line 3 and `key` on line 4, then `one_route`.
+fn listen_tls(cert: &str, key: &str, extra: &[&str]) -> String {
+    let mut lines = vec![
+        "listen_tls:".to_string(),
+        "  addr: 127.0.0.1:8443".to_string(),
+        format!("  cert: {cert}"),
+        format!("  key: {key}"),
+    ];
+    lines.extend(extra.iter().map(|l| l.to_string()));
+    format!("{}\n{}", lines.join("\n"), one_route(&[]))
+}
+
+fn shown(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn listen_tls_alone_replaces_the_default_listener() {
+    let pki = &pki().1;
+    let config = parse_ok(&listen_tls(&shown(&pki.cert), &shown(&pki.key), &[]));
+    assert_eq!(
+        config.listen, None,
+        "no plain listener unless `listen` is set"
+    );
+    let tls = config.listen_tls.as_ref().unwrap();
+    assert_eq!(tls.addr, SocketAddr::from(([127, 0, 0, 1], 8443)));
+    assert_eq!(
+        tls.min_version,
+        crate::tls::TlsVersion::Tls12,
+        "the default"
+    );
+    assert_eq!(tls.cert.cert_path(), pki.cert);
+    assert_eq!(config.proxy_addrs(), vec![tls.addr]);
+
+    let both = format!(
+        "listen: 127.0.0.1:8080\n{}",
+        listen_tls(&shown(&pki.cert), &shown(&pki.key), &["  min_version: 1.3"])
+    );
+    let config = parse_ok(&both);
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    );
+    let tls = config.listen_tls.unwrap();
+    assert_eq!(tls.min_version, crate::tls::TlsVersion::Tls13);
+}
+
+#[test]
+fn unusable_certificates_and_keys_name_their_file_and_line() {
+    let pki = &pki().1;
+    let (cert, key) = (shown(&pki.cert), shown(&pki.key));
+    let missing = pki.cert.with_file_name("missing.pem");
+
+    let err = assert_error(
+        &listen_tls(&shown(&missing), &key, &[]),
+        3,
+        "listen_tls.cert",
+        "cannot read `",
+    );
+    assert!(err.message.contains(&shown(&missing)), "{err}");
+    let err = assert_error(
+        &listen_tls(&key, &key, &[]),
+        3,
+        "listen_tls.cert",
+        "contains no PEM certificate",
+    );
+    assert!(err.message.contains(&key), "{err}");
+    let err = assert_error(
+        &listen_tls(&cert, &cert, &[]),
+        4,
+        "listen_tls.key",
+        "is not an unencrypted PEM private key",
+    );
+    assert!(err.message.contains(&cert), "{err}");
+    // Both files are fine alone; together they are no pair: reported at the mapping (its
+    // first line).
+    let other = shown(&pki.other_key);
+    let err = assert_error(
+        &listen_tls(&cert, &other, &[]),
+        2,
+        "listen_tls",
+        "does not belong to the certificate",
+    );
+    assert!(
+        err.message.contains(&other) && err.message.contains(&cert),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("PRIVATE KEY"),
+        "no key material: {err}"
+    );
+}
+
+#[test]
+fn listen_tls_values_are_checked_at_their_line() {
+    let pki = &pki().1;
+    let (cert, key) = (shown(&pki.cert), shown(&pki.key));
+    assert_error(
+        &listen_tls(&cert, &key, &["  min_version: '1.1'"]),
+        5,
+        "listen_tls.min_version",
+        "unknown TLS version `1.1`",
+    );
+    assert_error(
+        &listen_tls(&cert, &key, &["  min_version: tls1.3"]),
+        5,
+        "listen_tls.min_version",
+        "unknown TLS version `tls1.3`",
+    );
+    let v13 = parse_ok(&listen_tls(&cert, &key, &["  min_version: TLSv1.3"]));
+    assert_eq!(
+        v13.listen_tls.unwrap().min_version,
+        crate::tls::TlsVersion::Tls13
+    );
+    assert_error(
+        &listen_tls(&cert, &key, &["  ciphers: HIGH"]),
+        5,
+        "listen_tls.ciphers",
+        "unknown field `ciphers`",
+    );
+    let text = yaml(&["listen_tls:", "  addr: 127.0.0.1:8443", "routes: []"]);
+    assert_error(&text, 2, "listen_tls.cert", "missing field `cert`");
+
+    let same = format!("listen: 127.0.0.1:8443\n{}", listen_tls(&cert, &key, &[]));
+    let err = parse_err(&same);
+    assert_eq!(err.key.as_deref(), Some("listen_tls.addr"), "{err}");
+    assert!(err.message.contains("also `listen`"), "{err}");
+}
+
+/// `one_route` with an https upstream (line 4) and the `upstream_tls` lines from line 5.
+fn https_route(url: &str, tls: &[&str]) -> String {
+    one_route(tls).replace("http://127.0.0.1:3000", url)
+}
+
+#[test]
+fn upstream_tls_lowers_with_its_defaults() {
+    let pki = &pki().1;
+    let upstream = |text: &str| parse_ok(text).routes[0].upstream.clone();
+    let plain = upstream(&https_route("https://localhost:3443", &[]));
+    assert_eq!(plain.url, "https://localhost:3443");
+    assert_eq!(
+        plain.tls,
+        Some(UpstreamTls {
+            sni: "localhost".into(),
+            verify: true,
+            ca: None
+        })
+    );
+    let ca = format!("      ca: {}", shown(&pki.ca));
+    let custom = upstream(&https_route(
+        "https://127.0.0.1:3443",
+        &["    upstream_tls:", &ca, "      sni: app.internal"],
+    ));
+    let tls = custom.tls.unwrap();
+    assert_eq!((tls.sni.as_str(), tls.verify), ("app.internal", true));
+    assert_eq!(tls.ca.unwrap().path(), pki.ca);
+    let unverified = upstream(&https_route(
+        "https://127.0.0.1:3443",
+        &["    upstream_tls: { verify: false }"],
+    ));
+    assert!(!unverified.tls.unwrap().verify);
+    assert_eq!(upstream(&one_route(&[])).tls, None);
+}
+
+#[test]
+fn upstream_tls_values_are_checked_at_their_line() {
+    let pki = &pki().1;
+    let missing = shown(&pki.ca.with_file_name("no-ca.pem"));
+    let ca = format!("      ca: {missing}");
+    let err = assert_error(
+        &https_route("https://localhost:3443", &["    upstream_tls:", &ca]),
+        6,
+        "routes[0].upstream_tls.ca",
+        "cannot read `",
+    );
+    assert!(err.message.contains(&missing), "{err}");
+    let ca = format!("      ca: {}", shown(&pki.key));
+    assert_error(
+        &https_route("https://localhost:3443", &["    upstream_tls:", &ca]),
+        6,
+        "routes[0].upstream_tls.ca",
+        "contains no PEM certificate",
+    );
+    assert_error(
+        &https_route(
+            "https://127.0.0.1:3443",
+            &["    upstream_tls:", "      sni: 10.0.0.1"],
+        ),
+        6,
+        "routes[0].upstream_tls.sni",
+        "is an IP address",
+    );
+    assert_error(
+        &https_route(
+            "https://localhost:3443",
+            &["    upstream_tls:", "      verify: maybe"],
+        ),
+        6,
+        "routes[0].upstream_tls.verify",
+        "",
+    );
+    let ca = format!("      ca: {}", shown(&pki.ca));
+    assert_error(
+        &https_route(
+            "https://localhost:3443",
+            &["    upstream_tls:", &ca, "      verify: false"],
+        ),
+        6,
+        "routes[0].upstream_tls",
+        "`ca` is unused with `verify: false`",
+    );
+}
+
+#[test]
+fn upstream_tls_must_fit_its_upstream() {
+    // On a plain upstream: at the `upstream_tls` mapping (found when lowering).
+    assert_error(
+        &one_route(&["    upstream_tls: { sni: app.internal }"]),
+        5,
+        "routes[0].upstream_tls",
+        "applies only to an `https://` upstream",
+    );
+    // An IP address verified without a name: at the upstream, whichever comes first.
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream_tls: { verify: true }",
+        "    upstream: https://127.0.0.1:3443",
+        "    verify:",
+        "      secrets: [whsec_a]",
+    ]);
+    assert_error(&text, 5, "routes[0].upstream", "set `upstream_tls.sni`");
+    // The same checks in an events entry, at the entry.
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+        "      secrets: [whsec_a]",
+        "    events:",
+        "      routes:",
+        "        - match: [message.sent]",
+        "          upstream: https://127.0.0.1:3001",
+    ]);
+    assert_error(
+        &text,
+        9,
+        "routes[0].events.routes[0]",
+        "set `upstream_tls.sni`",
+    );
+    let fixed = text.replace(
+        "https://127.0.0.1:3001\n",
+        "https://127.0.0.1:3001\n          upstream_tls: { sni: events.internal }\n",
+    );
+    let config = parse_ok(&fixed);
+    let events = config.routes[0].events.as_ref().unwrap();
+    assert_eq!(
+        events.routes[0].upstream.tls.as_ref().unwrap().sni,
+        "events.internal"
     );
 }

@@ -5,6 +5,7 @@
 
 pub mod pki;
 pub mod redis;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const SECRET: &str = "whsec_test_current";
@@ -150,8 +151,8 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     requests: Arc<Mutex<Vec<Recorded>>>,
     behavior: Arc<Mutex<Behavior>>,
 ) {
@@ -210,7 +211,10 @@ async fn serve_connection(
     }
 }
 
-async fn read_until_headers(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+async fn read_until_headers<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(pos);
@@ -538,7 +542,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     .await
 }
 
-pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Response> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
