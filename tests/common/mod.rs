@@ -80,6 +80,14 @@ pub enum Behavior {
     Delay(Duration),
     /// Close the connection without answering.
     Close,
+    /// Send the first `n` bytes of a 200 answer with a 1,000-byte body, then reset the
+    /// connection (RST): `n` inside the header breaks it mid-header, past it mid-body.
+    ResetAfter(usize),
+    /// Send a 200 header announcing `total` body bytes, then `sent` of them, then reset.
+    ResetBody { total: usize, sent: usize },
+    /// Answer 200 as a keep-alive connection would, then close the connection anyway (as an
+    /// upstream does with idle keep-alive connections).
+    AnswerThenClose,
 }
 
 /// An HTTP/1.1 server that records every request and counts every connection.
@@ -103,6 +111,11 @@ impl Upstream {
     /// An upstream on a given port (0: any free one).
     pub async fn start_on(port: u16, behavior: Behavior) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Self::serve(listener, behavior)
+    }
+
+    /// An upstream accepting on `listener`.
+    pub fn serve(listener: TcpListener, behavior: Behavior) -> Self {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -198,6 +211,28 @@ async fn serve_connection(
                 (200, "{}")
             }
             Behavior::Close => return,
+            Behavior::ResetAfter(n) => {
+                let body = "x".repeat(1000);
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{body}");
+                let _ = stream.write_all(&answer.as_bytes()[..n]).await;
+                let _ = stream.flush().await;
+                reset(stream);
+                return;
+            }
+            Behavior::ResetBody { total, sent } => {
+                let mut answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").into_bytes();
+                answer.resize(answer.len() + sent, b'y');
+                let _ = stream.write_all(&answer).await;
+                let _ = stream.flush().await;
+                reset(stream);
+                return;
+            }
+            Behavior::AnswerThenClose => {
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                return;
+            }
         };
         let response = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Upstream: recorded\r\n\r\n{reply}",
@@ -206,6 +241,56 @@ async fn serve_connection(
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+/// Drops `stream` with SO_LINGER 0, so the peer gets a RST instead of a FIN.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+/// A listener that never accepts and whose accept queue is full: a connection attempt to it
+/// gets no answer to its SYN (Linux drops SYNs to a full queue), so connecting times out.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    pub fn start() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Fill the queue until an attempt gets no SYN-ACK (the probe's timeout is how a
+        // dropped SYN shows; the queue holds one connection at backlog 0).
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Self {
+                        addr,
+                        _listener: listener,
+                        _fillers: fillers,
+                    }
+                }
+                Err(e) => panic!("filling the accept queue: {e}"),
+            }
+        }
+        panic!("the accept queue never filled up");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts accepting after all: the queued connections are taken, new ones get answered.
+    pub fn into_upstream(self, behavior: Behavior) -> Upstream {
+        drop(self._fillers);
+        Upstream::serve(self._listener, behavior)
     }
 }
 
@@ -244,6 +329,16 @@ impl Gateway {
 
     /// As [`Gateway::start`], with `RUST_LOG` set to `rust_log`.
     pub async fn start_logging(routes_yaml: &str, extra_yaml: &str, rust_log: &str) -> Self {
+        Self::start_with_args(routes_yaml, extra_yaml, rust_log, &[]).await
+    }
+
+    /// As [`Gateway::start_logging`], with more arguments for `hookgate run`.
+    pub async fn start_with_args(
+        routes_yaml: &str,
+        extra_yaml: &str,
+        rust_log: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
         let yaml = format!(
@@ -257,6 +352,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["run", "--config"])
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -301,6 +397,28 @@ impl Gateway {
             logs,
             _dir: dir,
         }
+    }
+
+    /// The process ID of the gateway.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open file descriptors of the gateway process (`/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Resident memory of the gateway process in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// Stops the process and returns everything it logged.
@@ -448,7 +566,39 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     .await
 }
 
-pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+/// Sends `request` while reading the answer (the gateway may answer and close before it has
+/// read everything: write errors are ignored), then tells whether the gateway closed the
+/// connection after its answer.
+pub async fn raw_then_closed(
+    addr: SocketAddr,
+    request: &[u8],
+) -> (std::io::Result<Response>, bool) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let request = request.to_vec();
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer // kept open: closing it would end the request for the gateway
+    });
+    let response = read_response(&mut reader).await;
+    let closed = is_closed(&mut reader).await;
+    drop(writing.await);
+    (response, closed)
+}
+
+/// Whether the peer closed (or reset) the connection: a read returns end-of-file or an error
+/// within 30 s (a deadline for a failing test, not a measurement).
+pub async fn is_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await,
+        Ok(_)
+    )
+}
+
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<Response> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
