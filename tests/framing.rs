@@ -1,0 +1,170 @@
+//! Request framing and header limits: every ambiguous or malformed request head is answered
+//! 400, the connection is closed, and the upstream sees nothing, not even a connection.
+
+mod common;
+
+use common::*;
+
+const PATH: &str = "/webhooks/dossiers";
+
+/// A request to the route: `head_lines` (each ending in CRLF) after the request line, then
+/// `rest` (the blank line and the body).
+fn request(version: &str, head_lines: &str, rest: &str) -> Vec<u8> {
+    let sig = sign(SECRET, b"{}");
+    format!(
+        "POST {PATH} HTTP/{version}\r\nHost: x\r\nX-Webhook-Signature: {sig}\r\n{head_lines}{rest}"
+    )
+    .into_bytes()
+}
+
+/// Sends `req`, expects a 400 and the connection closed, and nothing upstream.
+async fn assert_refused(gw: &Gateway, upstream: &Upstream, what: &str, req: &[u8]) {
+    let (resp, closed) = raw_then_closed(gw.addr, req).await;
+    let resp = resp.unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+    assert_eq!(resp.status, 400, "{what}");
+    assert!(closed, "{what}: the connection was kept open");
+    assert_eq!(upstream.connections(), 0, "{what} reached the upstream");
+}
+
+#[tokio::test]
+async fn ambiguous_framings_and_malformed_header_lines_get_400_and_a_closed_connection() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    let chunked_body = "\r\n2\r\n{}\r\n0\r\n\r\n";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Content-Length with Transfer-Encoding",
+            request(
+                "1.1",
+                "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+                chunked_body,
+            ),
+        ),
+        (
+            "two differing Content-Length headers",
+            request(
+                "1.1",
+                "Content-Length: 2\r\nContent-Length: 3\r\n",
+                "\r\n{}",
+            ),
+        ),
+        (
+            "one Content-Length with two differing values",
+            request("1.1", "Content-Length: 2, 3\r\n", "\r\n{}"),
+        ),
+        (
+            "a Content-Length that is not a number",
+            request("1.1", "Content-Length: +2\r\n", "\r\n{}"),
+        ),
+        (
+            "Transfer-Encoding other than chunked",
+            request("1.1", "Transfer-Encoding: gzip\r\n", chunked_body),
+        ),
+        (
+            "chunked with another coding",
+            request("1.1", "Transfer-Encoding: gzip, chunked\r\n", chunked_body),
+        ),
+        (
+            "chunked twice",
+            request(
+                "1.1",
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                chunked_body,
+            ),
+        ),
+        (
+            "Transfer-Encoding on HTTP/1.0",
+            request("1.0", "Transfer-Encoding: chunked\r\n", chunked_body),
+        ),
+        (
+            "an obs-fold continuation line",
+            request(
+                "1.1",
+                "Content-Length: 2\r\nX-Note: first\r\n folded\r\n",
+                "\r\n{}",
+            ),
+        ),
+        (
+            "a tab-led obs-fold continuation line",
+            request(
+                "1.1",
+                "Content-Length: 2\r\nX-Note: first\r\n\tfolded\r\n",
+                "\r\n{}",
+            ),
+        ),
+        (
+            "a bare CR inside a header value",
+            request("1.1", "Content-Length: 2\r\nX-Note: a\rb\r\n", "\r\n{}"),
+        ),
+        (
+            "a bare CR ending a header line",
+            request(
+                "1.1",
+                "Content-Length: 2\r\nX-Note: a\r\rX-Other: b\r\n",
+                "\r\n{}",
+            ),
+        ),
+        (
+            "a space before the colon",
+            request("1.1", "Content-Length : 2\r\n", "\r\n{}"),
+        ),
+    ];
+    for (what, req) in &cases {
+        assert_refused(&gw, &upstream, what, req).await;
+    }
+    // The same route forwards a well-framed request.
+    let ok = request(
+        "1.1",
+        "Content-Length: 2\r\nConnection: close\r\n",
+        "\r\n{}",
+    );
+    assert_eq!(raw(gw.addr, &ok).await.unwrap().status, 200);
+}
+
+/// `n` header fields of `len`-byte values.
+fn many_headers(n: usize, len: usize) -> String {
+    let value = "v".repeat(len);
+    (0..n)
+        .map(|i| format!("X-Extra-{i}: {value}\r\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn too_many_header_fields_get_400_and_a_closed_connection() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    // Pingora parses at most 256 fields (Host, the signature and Content-Length are 3 of them).
+    let req = request("1.1", &many_headers(260, 10), "Content-Length: 2\r\n\r\n{}");
+    assert_refused(&gw, &upstream, "260 extra header fields", &req).await;
+    let req = request(
+        "1.1",
+        &many_headers(240, 10),
+        "Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    let resp = raw(gw.addr, &req).await.unwrap();
+    assert_eq!(
+        resp.status, 200,
+        "240 extra header fields are within the limit"
+    );
+    assert_eq!(upstream.requests()[0].headers.len(), 240 + 5);
+}
+
+#[tokio::test]
+async fn a_request_head_over_1_mib_gets_400_and_a_closed_connection() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    // 140 fields of 8 KiB: 1.1 MiB, over Pingora's limit of 1 MiB for a request head.
+    let req = request(
+        "1.1",
+        &many_headers(140, 8192),
+        "Content-Length: 2\r\n\r\n{}",
+    );
+    assert_refused(&gw, &upstream, "a 1.1 MiB request head", &req).await;
+    // 64 KiB of fields is a large but acceptable head.
+    let req = request(
+        "1.1",
+        &many_headers(8, 8192),
+        "Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(raw(gw.addr, &req).await.unwrap().status, 200);
+}
