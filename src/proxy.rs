@@ -19,6 +19,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::body::{self, BodyError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::conn;
 use crate::dedup::{Claim, DedupPolicy, MissingId, ReplayWindow};
 use crate::events::{self, Admitted, EventsConfig, Refused};
 use crate::forward::{ForwardError, Forwarder, Target};
@@ -296,6 +297,8 @@ impl ProxyHttp for Gateway {
     /// Runs [`Gateway::handle`] and answers the sender when a step stopped the request.
     /// Always answers the sender itself and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // The head is in: the connection's header and idle deadlines pause until `logging`.
+        conn::request_started(session);
         if let Err((outcome, answer)) = self.handle(session, ctx).await {
             ctx.outcome = Some(outcome);
             ctx.status = answer.status;
@@ -324,6 +327,7 @@ impl ProxyHttp for Gateway {
 
     /// Records the request's outcome and duration, and writes the access log line.
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        conn::request_finished(session);
         let elapsed = ctx.started.elapsed();
         // A request that never reached our filter (a framing error Pingora caught) counts as bad.
         let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);

@@ -53,11 +53,12 @@ pub fn build(config: &Config) -> Server {
         "hookgate state maintenance",
         Maintenance::new(state.clone(), route_metrics),
     );
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "hookgate proxy",
-    );
+    let deadlines = crate::conn::Deadlines {
+        header: config.header_timeout,
+        idle: config.idle_timeout,
+    };
+    let mut proxy =
+        crate::conn::proxy_service(&server.configuration, gateway, "hookgate proxy", deadlines);
     proxy.add_tcp(&config.listen.to_string());
 
     let readiness = Arc::new(Readiness::new(config.listen, state));

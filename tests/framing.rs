@@ -168,3 +168,96 @@ async fn a_request_head_over_1_mib_gets_400_and_a_closed_connection() {
     );
     assert_eq!(raw(gw.addr, &req).await.unwrap().status, 200);
 }
+
+/// Short connection deadlines for the timeout tests.
+const DEADLINES: &str = "header_timeout: 1s\nidle_timeout: 1s\nupstream_timeout: 10s";
+
+#[tokio::test]
+async fn a_sender_trickling_its_head_is_disconnected_at_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "header_timeout: 1s").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let closed = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest).await; // end of file or reset: closed
+    });
+    writer
+        .write_all(format!("POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes())
+        .await
+        .unwrap();
+    // One byte every 200 ms: each read is far quicker than Pingora's 60 s per read, and the
+    // whole head would take 20 s.
+    let mut sent = 0;
+    while sent < 100 && !closed.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // the sender's pace
+        if writer.write_all(b"a").await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(
+        sent < 100,
+        "the connection was still open after the whole trickled head"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(30), closed)
+        .await
+        .expect("the connection was not closed")
+        .unwrap();
+    assert_eq!(upstream.connections(), 0);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_at_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", DEADLINES).await;
+
+    // Before any request.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(
+        is_closed(&mut silent).await,
+        "a connection that sent nothing was kept open"
+    );
+
+    // After an answered request on a kept-alive connection (Pingora would wait for ever).
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(&request("1.1", "Content-Length: 2\r\n", "\r\n{}"))
+        .await
+        .unwrap();
+    let resp = read_response(&mut stream).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_ne!(resp.header("connection"), Some("close"), "kept alive");
+    assert!(
+        is_closed(&mut stream).await,
+        "an idle kept-alive connection was kept open"
+    );
+}
+
+#[tokio::test]
+async fn the_deadlines_pause_while_a_request_is_handled() {
+    use tokio::io::AsyncWriteExt;
+    // The upstream and the body each take longer than the header and idle deadlines.
+    let upstream =
+        Upstream::start_with(Behavior::Delay(std::time::Duration::from_millis(1500))).await;
+    let gw = Gateway::single(&upstream, "", DEADLINES).await;
+    let body = br#"{"event":"dossier.created","data":{"id":7}}"#;
+    let sig = sign(SECRET, body);
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for round in 0..2 {
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nX-Webhook-Signature: {sig}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for part in body.chunks(body.len() / 3 + 1) {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await; // a slow body
+            stream.write_all(part).await.unwrap();
+        }
+        let resp = read_response(&mut stream).await.unwrap();
+        assert_eq!(resp.status, 200, "round {round}");
+    }
+    assert_eq!(upstream.requests().len(), 2);
+}

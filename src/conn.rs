@@ -1,0 +1,291 @@
+//! Deadlines on the sender's connection that Pingora does not enforce.
+//!
+//! Pingora bounds each *read* of a request head (60 s), not the head as a whole, so a sender
+//! that trickles one byte at a time holds a connection open indefinitely; and once a
+//! connection has carried a request it waits for the next one with no limit at all (the
+//! keep-alive timeout it derives from an HTTP/1.1 request is "infinite"). hookgate wraps every
+//! accepted connection in a [`Timed`] stream that enforces two deadlines on its reads:
+//!
+//! - `idle_timeout`: while no request is in progress (before the first request and between
+//!   requests), the connection is closed when no byte arrives within it;
+//! - `header_timeout`: from the first byte of a request, the whole head must arrive within it,
+//!   or the connection is closed.
+//!
+//! The proxy tells the stream when a request's head has been parsed ([`request_started`]) and
+//! when its answer is done ([`request_finished`]); in between, reads (the body) have no
+//! deadline here: `body_timeout` bounds them (`crate::body`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::proxy::{HttpProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::services::listening::Service;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// The two connection deadlines (`header_timeout`, `idle_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Total time for a request head, from its first byte.
+    pub header: Duration,
+    /// Longest wait for the first byte of a request.
+    pub idle: Duration,
+}
+
+/// Pingora's HTTP proxy service for `app`, with every connection under `deadlines`.
+pub fn proxy_service<SV>(
+    conf: &Arc<ServerConf>,
+    app: SV,
+    name: &str,
+    deadlines: Deadlines,
+) -> Service<Guarded<HttpProxy<SV>>>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
+    let mut proxy = HttpProxy::new(app, conf.clone());
+    proxy.handle_init_modules();
+    let guarded = Guarded {
+        inner: Arc::new(proxy),
+        deadlines,
+    };
+    Service::new(name.to_string(), guarded)
+}
+
+/// A server app whose connections are [`Timed`].
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    deadlines: Deadlines,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let timed: Stream = Box::new(Timed::new(stream, self.deadlines));
+        self.inner.process_new(timed, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Tells the connection of `session` that a request's head has been read: its reads have no
+/// deadline until [`request_finished`]. Does nothing on a connection that is not [`Timed`].
+pub fn request_started(session: &Session) {
+    if let Some(timed) = timed(session) {
+        timed.busy.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Tells the connection of `session` that its request is answered: it may now idle for
+/// `idle_timeout` before the next request.
+pub fn request_finished(session: &Session) {
+    if let Some(timed) = timed(session) {
+        timed.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+fn timed(session: &Session) -> Option<&Timed> {
+    let stream = session.as_downstream().stream()?;
+    (**stream).as_any().downcast_ref::<Timed>()
+}
+
+/// Where a connection is between requests, as far as reading goes.
+enum Phase {
+    /// A request is being handled: no deadline here.
+    Busy,
+    /// Waiting for a request's first byte, until the timer fires.
+    Idle(Pin<Box<Sleep>>),
+    /// Reading a request head, until the timer fires.
+    Head(Pin<Box<Sleep>>),
+}
+
+/// A connection with the [`Deadlines`] on its reads. Everything else passes through.
+pub struct Timed {
+    inner: Stream,
+    deadlines: Deadlines,
+    /// Set by the proxy between a request's head and the end of its answer.
+    busy: AtomicBool,
+    phase: Phase,
+}
+
+impl Timed {
+    fn new(inner: Stream, deadlines: Deadlines) -> Self {
+        Self {
+            inner,
+            deadlines,
+            busy: AtomicBool::new(false),
+            phase: Phase::Idle(Box::pin(tokio::time::sleep(deadlines.idle))),
+        }
+    }
+}
+
+impl std::fmt::Debug for Timed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timed").field("inner", &self.inner).finish()
+    }
+}
+
+impl AsyncRead for Timed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.busy.load(Ordering::Relaxed) {
+            this.phase = Phase::Busy;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if matches!(this.phase, Phase::Busy) {
+            // The previous request is answered: the idle period starts now.
+            this.phase = Phase::Idle(Box::pin(tokio::time::sleep(this.deadlines.idle)));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && matches!(this.phase, Phase::Idle(_)) {
+                    let deadline = Instant::now() + this.deadlines.header;
+                    this.phase = Phase::Head(Box::pin(tokio::time::sleep_until(deadline.into())));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        match &mut this.phase {
+            Phase::Busy => Poll::Pending,
+            Phase::Idle(timer) => match timer.as_mut().poll(cx) {
+                // End of file before any byte: Pingora closes the connection quietly.
+                Poll::Ready(()) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+            Phase::Head(timer) => match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not complete in time",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Timed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for Timed {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Timed {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Timed {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Timed {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Timed {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for Timed {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for Timed {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
