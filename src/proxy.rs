@@ -20,7 +20,7 @@ use crate::body::{self, BodyError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conn;
-use crate::dedup::{Claim, DedupPolicy, MissingId, ReplayWindow};
+use crate::dedup::{Claim, DedupPolicy, DeliveryKey, MissingId, ReplayWindow};
 use crate::events::{self, Admitted, EventsConfig, Refused};
 use crate::forward::{ForwardError, Forwarder, Target};
 use crate::framing;
@@ -84,6 +84,10 @@ pub struct RequestCtx {
     route: Option<usize>,
     outcome: Option<Outcome>,
     status: u16,
+    /// Time spent on the upstream, for a request that was forwarded (or tried).
+    upstream: Option<Duration>,
+    /// The keyed hash of the delivery ID, for a route that deduplicates.
+    delivery: Option<DeliveryKey>,
 }
 
 /// A step that stopped the request: what to answer, and why.
@@ -165,13 +169,18 @@ impl Gateway {
         }
         let event = check_event(route, &session.req_header().headers, verified.body())?;
         let headers = &session.req_header().headers;
-        let claim = self.admit(route, headers, client, &verified).await?;
+        let claim = self.admit(route, headers, client, &verified, ctx).await?;
 
         // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
         stamp(session, route.scheme, event.event.as_deref());
         let target = route.target_of(&event);
-        let exchange = (self.forwarder.send(target, session, &verified).await)
-            .map_err(|e| forward_stop(&route.name, e))?;
+        let forwarding = Instant::now();
+        let sent = self.forwarder.send(target, session, &verified).await;
+        ctx.upstream = Some(
+            sent.as_ref()
+                .map_or(forwarding.elapsed(), |e| e.upstream_time),
+        );
+        let exchange = sent.map_err(|e| forward_stop(&route.name, e))?;
         if let Some(claim) = claim {
             // Settled before relaying, so a slow sender can't outlast the claim's lease.
             let settled = match exchange.accepted() {
@@ -214,6 +223,7 @@ impl Gateway {
         headers: &HeaderMap,
         client: Option<IpAddr>,
         verified: &Verified,
+        ctx: &mut RequestCtx,
     ) -> Result<Option<Claim>, Stop> {
         let limit = route.rate_limit.as_ref().map(|limit| {
             let key = self.limit_key(route, limit, headers, client);
@@ -225,6 +235,7 @@ impl Gateway {
             match policy.delivery_id(headers, verified) {
                 Some(id) => {
                     let key = self.state.delivery_keys.key(&route.name, id.as_bytes());
+                    ctx.delivery = Some(key);
                     claim = Some((key, self.claim_lease));
                 }
                 None => missing = Some(policy.missing),
@@ -291,6 +302,8 @@ impl ProxyHttp for Gateway {
             route: None,
             outcome: None,
             status: 0,
+            upstream: None,
+            delivery: None,
         }
     }
 
@@ -325,7 +338,9 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    /// Records the request's outcome and duration, and writes the access log line.
+    /// Records the request's outcome and duration, and writes the access log line: route,
+    /// outcome, status, durations, and the delivery as a short keyed hash (never the ID, a
+    /// secret, a signature or the body).
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         conn::request_finished(session);
         let elapsed = ctx.started.elapsed();
@@ -341,10 +356,23 @@ impl ProxyHttp for Gateway {
             route = name,
             outcome = outcome.as_str(),
             status = ctx.status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
+            upstream_ms = ctx.upstream.map(|d| d.as_micros() as f64 / 1000.0),
+            delivery = ctx.delivery.map(|k| tracing::field::display(ShortKey(k))),
             client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
             error = error.map(|e| e.etype().as_str()).unwrap_or(""),
         );
+    }
+}
+
+/// A delivery's keyed hash as the access log shows it: its first 64 bits in hex. It tells
+/// deliveries (and a sender's retries) apart without revealing the ID; with Redis it is the
+/// start of the record's key.
+struct ShortKey(DeliveryKey);
+
+impl std::fmt::Display for ShortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", (self.0.as_u128() >> 64) as u64)
     }
 }
 

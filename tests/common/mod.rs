@@ -399,6 +399,11 @@ impl Gateway {
         }
     }
 
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
+    }
+
     /// The process ID of the gateway.
     pub fn pid(&self) -> u32 {
         self.child.id()
