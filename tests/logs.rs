@@ -82,6 +82,12 @@ async fn run_with_markers(args: &[&str]) -> (String, usize) {
         let headers = [("X-Webhook-Signature", sig), ("X-Webhook-Delivery-Id", id)];
         post(gw.addr, path, &headers, body).await.unwrap();
     }
+    // A malformed head (obs-fold) is refused by Pingora's parser, which describes the bytes it
+    // refused in its own debug log.
+    let folded = format!(
+        "POST /webhooks/dossiers HTTP/1.1\r\nHost: x\r\nX-Webhook-Signature: {good}\r\nX-Webhook-Delivery-Id: DELIVERY-MARKER-6\r\nX-Note: a\r\n folded\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    assert_eq!(raw(gw.addr, folded.as_bytes()).await.unwrap().status, 400);
     // The access line follows the answer: poll the captured output for all of them.
     wait_until("every access line", Duration::from_secs(10), || async {
         gw.logs().matches("hookgate::access").count() >= sends.len()
