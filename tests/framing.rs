@@ -261,3 +261,39 @@ async fn the_deadlines_pause_while_a_request_is_handled() {
     }
     assert_eq!(upstream.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_body_trickled_past_the_routes_body_timeout_gets_408_and_a_closed_connection() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    // The route's own deadline overrides the global one.
+    let gw = Gateway::single(&upstream, "    body_timeout: 1s\n", "body_timeout: 60s").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let answer = tokio::spawn(async move {
+        let resp = read_response(&mut reader).await;
+        (resp, is_closed(&mut reader).await)
+    });
+    writer
+        .write_all(&request("1.1", "Content-Length: 100\r\n", "\r\n"))
+        .await
+        .unwrap();
+    // One byte every 100 ms: each read is quick, the whole body would take 10 s.
+    let mut sent = 0;
+    while sent < 100 && !answer.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the sender's pace
+        if writer.write_all(b"a").await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent < 100, "the whole trickled body was read");
+    let (resp, closed) = answer.await.unwrap();
+    let resp = resp.unwrap();
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.json()["error"], "body_timeout");
+    assert!(closed, "the connection was kept open");
+    assert_eq!(upstream.connections(), 0);
+    gw.wait_count("dossiers", "body_timeout", 1).await;
+}
+
