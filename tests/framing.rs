@@ -296,4 +296,3 @@ async fn a_body_trickled_past_the_routes_body_timeout_gets_408_and_a_closed_conn
     assert_eq!(upstream.connections(), 0);
     gw.wait_count("dossiers", "body_timeout", 1).await;
 }
-
