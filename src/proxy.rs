@@ -178,7 +178,7 @@ impl Gateway {
         let sent = self.forwarder.send(target, session, &verified).await;
         ctx.upstream = Some(
             sent.as_ref()
-                .map_or(forwarding.elapsed(), |e| e.upstream_time),
+                .map_or(forwarding.elapsed(), |exchange| exchange.upstream_time),
         );
         let exchange = sent.map_err(|e| forward_stop(&route.name, e))?;
         if let Some(claim) = claim {
