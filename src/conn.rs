@@ -112,13 +112,14 @@ fn timed(session: &Session) -> Option<&Timed> {
 }
 
 /// Where a connection is between requests, as far as reading goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// A request is being handled: no deadline here.
     Busy,
     /// Waiting for a request's first byte, until the timer fires.
-    Idle(Pin<Box<Sleep>>),
+    Idle,
     /// Reading a request head, until the timer fires.
-    Head(Pin<Box<Sleep>>),
+    Head,
 }
 
 /// A connection with the [`Deadlines`] on its reads. Everything else passes through.
@@ -128,6 +129,8 @@ pub struct Timed {
     /// Set by the proxy between a request's head and the end of its answer.
     busy: AtomicBool,
     phase: Phase,
+    /// The deadline of the `Idle` or `Head` phase; one timer per connection, reset per phase.
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Timed {
@@ -136,14 +139,23 @@ impl Timed {
             inner,
             deadlines,
             busy: AtomicBool::new(false),
-            phase: Phase::Idle(Box::pin(tokio::time::sleep(deadlines.idle))),
+            phase: Phase::Idle,
+            timer: Box::pin(tokio::time::sleep(deadlines.idle)),
         }
+    }
+
+    fn enter(&mut self, phase: Phase, limit: Duration) {
+        self.phase = phase;
+        let deadline = Instant::now() + limit;
+        self.timer.as_mut().reset(deadline.into());
     }
 }
 
 impl std::fmt::Debug for Timed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timed").field("inner", &self.inner).finish()
+        (f.debug_struct("Timed").field("inner", &self.inner))
+            .field("phase", &self.phase)
+            .finish()
     }
 }
 
@@ -158,36 +170,32 @@ impl AsyncRead for Timed {
             this.phase = Phase::Busy;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        if matches!(this.phase, Phase::Busy) {
+        if this.phase == Phase::Busy {
             // The previous request is answered: the idle period starts now.
-            this.phase = Phase::Idle(Box::pin(tokio::time::sleep(this.deadlines.idle)));
+            this.enter(Phase::Idle, this.deadlines.idle);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && matches!(this.phase, Phase::Idle(_)) {
-                    let deadline = Instant::now() + this.deadlines.header;
-                    this.phase = Phase::Head(Box::pin(tokio::time::sleep_until(deadline.into())));
+                if buf.filled().len() > before && this.phase == Phase::Idle {
+                    this.enter(Phase::Head, this.deadlines.header);
                 }
                 return Poll::Ready(Ok(()));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        match &mut this.phase {
-            Phase::Busy => Poll::Pending,
-            Phase::Idle(timer) => match timer.as_mut().poll(cx) {
-                // End of file before any byte: Pingora closes the connection quietly.
-                Poll::Ready(()) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            },
-            Phase::Head(timer) => match timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not complete in time",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+        if this.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match this.phase {
+            // End of file before any byte: Pingora closes the connection quietly.
+            Phase::Idle | Phase::Busy => Poll::Ready(Ok(())),
+            // Pingora logs it ("request head not complete in time") and closes the connection.
+            Phase::Head => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not complete in time",
+            ))),
         }
     }
 }
