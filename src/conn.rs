@@ -14,6 +14,13 @@
 //! The proxy tells the stream when a request's head has been parsed ([`request_started`]) and
 //! when its answer is done ([`request_finished`]); in between, reads (the body) have no
 //! deadline here: `body_timeout` bounds them (`crate::body`).
+//!
+//! The stream also sees the answers Pingora writes on its own, for a head it refused before
+//! hookgate's code ran (a malformed header line, too many fields: a bare 400): it counts them
+//! and writes their access-log line, so every request has one.
+//!
+//! (Pingora 0.9.1, `protocols/http/v1/server.rs`: `read_request_buf` times each read;
+//! `respect_keepalive` makes an HTTP/1.1 connection's keep-alive wait "infinite".)
 
 use std::future::Future;
 use std::io;
@@ -39,6 +46,8 @@ use pingora::services::listening::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use crate::metrics::{Outcome, RouteMetrics, NO_ROUTE};
+
 /// The two connection deadlines (`header_timeout`, `idle_timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -48,12 +57,14 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
-/// Pingora's HTTP proxy service for `app`, with every connection under `deadlines`.
+/// Pingora's HTTP proxy service for `app`, with every connection under `deadlines`. The heads
+/// Pingora refuses on its own are counted in `unrouted` (the `none` route's metrics).
 pub fn proxy_service<SV>(
     conf: &Arc<ServerConf>,
     app: SV,
     name: &str,
     deadlines: Deadlines,
+    unrouted: RouteMetrics,
 ) -> Service<Guarded<HttpProxy<SV>>>
 where
     SV: ProxyHttp + Send + Sync + 'static,
@@ -64,6 +75,7 @@ where
     let guarded = Guarded {
         inner: Arc::new(proxy),
         deadlines,
+        unrouted: Arc::new(unrouted),
     };
     Service::new(name.to_string(), guarded)
 }
@@ -72,6 +84,7 @@ where
 pub struct Guarded<A> {
     inner: Arc<A>,
     deadlines: Deadlines,
+    unrouted: Arc<RouteMetrics>,
 }
 
 #[async_trait]
@@ -81,7 +94,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let timed: Stream = Box::new(Timed::new(stream, self.deadlines));
+        let timed: Stream = Box::new(Timed::new(stream, self.deadlines, self.unrouted.clone()));
         self.inner.process_new(timed, shutdown).await
     }
 
@@ -131,23 +144,64 @@ pub struct Timed {
     phase: Phase,
     /// The deadline of the `Idle` or `Head` phase; one timer per connection, reset per phase.
     timer: Pin<Box<Sleep>>,
+    /// When the current request's head started arriving.
+    head_started: Instant,
+    /// Where answers Pingora wrote on its own are counted.
+    unrouted: Arc<RouteMetrics>,
+    /// Whether such an answer was already recorded (Pingora closes the connection after it).
+    answered_early: bool,
 }
 
 impl Timed {
-    fn new(inner: Stream, deadlines: Deadlines) -> Self {
+    fn new(inner: Stream, deadlines: Deadlines, unrouted: Arc<RouteMetrics>) -> Self {
         Self {
             inner,
             deadlines,
             busy: AtomicBool::new(false),
             phase: Phase::Idle,
             timer: Box::pin(tokio::time::sleep(deadlines.idle)),
+            head_started: Instant::now(),
+            unrouted,
+            answered_early: false,
         }
     }
 
     fn enter(&mut self, phase: Phase, limit: Duration) {
         self.phase = phase;
-        let deadline = Instant::now() + limit;
-        self.timer.as_mut().reset(deadline.into());
+        let now = Instant::now();
+        if phase == Phase::Head {
+            self.head_started = now;
+        }
+        self.timer.as_mut().reset((now + limit).into());
+    }
+
+    /// Counts and logs an answer Pingora wrote outside a request hookgate handled: its answer
+    /// to a head it refused (400; 405 for `CONNECT`). `written` starts with its status line.
+    fn record_early_answer(&mut self, written: &[u8]) {
+        self.answered_early = true;
+        let status = (written.get(9..12))
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        let outcome = match status {
+            405 => Outcome::MethodNotAllowed,
+            _ => Outcome::BadRequest,
+        };
+        let elapsed = self.head_started.elapsed();
+        self.unrouted.record(outcome, elapsed.as_secs_f64());
+        let client = (self.inner.get_socket_digest())
+            .and_then(|d| d.peer_addr().map(|a| a.to_string()))
+            .unwrap_or_default();
+        // The same fields as the proxy's access line (`Gateway::logging`).
+        tracing::info!(
+            target: "hookgate::access",
+            route = NO_ROUTE,
+            outcome = outcome.as_str(),
+            status,
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
+            client = %client,
+            error = "refused by Pingora's parser",
+        );
     }
 }
 
@@ -206,7 +260,12 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        // Outside a request hookgate handles, only Pingora itself answers.
+        if !this.busy.load(Ordering::Relaxed) && !this.answered_early && buf.starts_with(b"HTTP/") {
+            this.record_early_answer(buf);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -222,7 +281,14 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if let Some(first) = first.filter(|b| b.starts_with(b"HTTP/")) {
+            if !this.busy.load(Ordering::Relaxed) && !this.answered_early {
+                this.record_early_answer(first);
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -57,8 +57,14 @@ pub fn build(config: &Config) -> Server {
         header: config.header_timeout,
         idle: config.idle_timeout,
     };
-    let mut proxy =
-        crate::conn::proxy_service(&server.configuration, gateway, "hookgate proxy", deadlines);
+    let unrouted = metrics.route(crate::metrics::NO_ROUTE);
+    let mut proxy = crate::conn::proxy_service(
+        &server.configuration,
+        gateway,
+        "hookgate proxy",
+        deadlines,
+        unrouted,
+    );
     proxy.add_tcp(&config.listen.to_string());
 
     let readiness = Arc::new(Readiness::new(config.listen, state));

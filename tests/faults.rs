@@ -20,8 +20,9 @@ async fn gateway(upstream_url: &str, extra_yaml: &str) -> Gateway {
     Gateway::start(&routes, extra_yaml).await
 }
 
-/// The delivery failed with `status`/`code`; its retry, once the upstream is healthy, is
-/// forwarded (so the failed attempt released its claim) and the one after is a duplicate.
+/// After a failed attempt of delivery `id` (the upstream has seen `attempts_before` requests),
+/// its retry to a healthy upstream is forwarded, so the failed attempt released its claim; the
+/// retry's success commits it, so the next repeat is a duplicate.
 async fn retry_goes_through(gw: &Gateway, upstream: &Upstream, id: &str, attempts_before: usize) {
     let retry = gw.deliver(PATH, id, BODY).await;
     assert_eq!(retry.status, 200, "the retry of {id} was not forwarded");

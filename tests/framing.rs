@@ -112,6 +112,9 @@ async fn ambiguous_framings_and_malformed_header_lines_get_400_and_a_closed_conn
     for (what, req) in &cases {
         assert_refused(&gw, &upstream, what, req).await;
     }
+    // Each is counted, whether hookgate or Pingora's parser refused it.
+    gw.wait_count("none", "bad_request", cases.len() as u64)
+        .await;
     // The same route forwards a well-framed request.
     let ok = request(
         "1.1",
@@ -136,6 +139,7 @@ async fn too_many_header_fields_get_400_and_a_closed_connection() {
     // Pingora parses at most 256 fields (Host, the signature and Content-Length are 3 of them).
     let req = request("1.1", &many_headers(260, 10), "Content-Length: 2\r\n\r\n{}");
     assert_refused(&gw, &upstream, "260 extra header fields", &req).await;
+    gw.wait_count("none", "bad_request", 1).await;
     let req = request(
         "1.1",
         &many_headers(240, 10),
@@ -160,6 +164,7 @@ async fn a_request_head_over_1_mib_gets_400_and_a_closed_connection() {
         "Content-Length: 2\r\n\r\n{}",
     );
     assert_refused(&gw, &upstream, "a 1.1 MiB request head", &req).await;
+    gw.wait_count("none", "bad_request", 1).await;
     // 64 KiB of fields is a large but acceptable head.
     let req = request(
         "1.1",

@@ -50,7 +50,7 @@ async fn logs_at_every_level_carry_no_secret_signature_body_or_delivery_id() {
 }
 
 /// One run with known secrets, signatures, bodies and delivery IDs: forwarded, duplicate,
-/// forged, oversized, unrouted and upstream-failed requests. Returns the logs and how many
+/// forged, oversized, unrouted and upstream-failed requests, and a malformed head. Returns the logs and how many
 /// requests were sent.
 async fn run_with_markers(args: &[&str]) -> (String, usize) {
     let upstream = Upstream::start().await;
@@ -89,11 +89,12 @@ async fn run_with_markers(args: &[&str]) -> (String, usize) {
     );
     assert_eq!(raw(gw.addr, folded.as_bytes()).await.unwrap().status, 400);
     // The access line follows the answer: poll the captured output for all of them.
+    let sent = sends.len() + 1;
     wait_until("every access line", Duration::from_secs(10), || async {
-        gw.logs().matches("hookgate::access").count() >= sends.len()
+        gw.logs().matches("hookgate::access").count() >= sent
     })
     .await;
-    (gw.stop_and_collect_logs(), sends.len())
+    (gw.stop_and_collect_logs(), sent)
 }
 
 const MARKED_BODY: &str = r#"{"event":"dossier.created","data":{"note":"BODY-MARKER-7f3a"}}"#;
@@ -149,6 +150,7 @@ async fn json_logs_have_one_access_line_per_request_with_its_fields_and_nothing_
         ("dossiers", "forwarded", 200),
         ("dossiers", "invalid_signature", 401),
         ("down", "upstream_error", 502),
+        ("none", "bad_request", 400),
         ("none", "no_route", 404),
     ];
     let expected: Vec<(String, String, u64)> = expected
@@ -173,6 +175,7 @@ async fn json_logs_have_one_access_line_per_request_with_its_fields_and_nothing_
         "invalid_signature",
         "body_too_large",
         "no_route",
+        "bad_request",
     ] {
         assert!(by_outcome(outcome).get("upstream_ms").is_none());
     }
@@ -185,7 +188,12 @@ async fn json_logs_have_one_access_line_per_request_with_its_fields_and_nothing_
     assert_eq!(hash("duplicate").as_deref(), Some(first.as_str()));
     let other = hash("upstream_error").expect("a delivery hash");
     assert_ne!(other, first);
-    for outcome in ["invalid_signature", "body_too_large", "no_route"] {
+    for outcome in [
+        "invalid_signature",
+        "body_too_large",
+        "no_route",
+        "bad_request",
+    ] {
         assert_eq!(hash(outcome), None, "{outcome}");
     }
 }
