@@ -42,7 +42,7 @@ async fn an_upstream_that_never_accepts_the_connection_gives_504_and_the_retry_i
     assert_eq!(resp.json()["error"], "upstream_timeout");
     gw.wait_count("dossiers", "upstream_timeout", 1).await;
 
-    let upstream = blackhole.into_upstream(Behavior::Respond(200, "{}"));
+    let upstream = blackhole.into_upstream(Behavior::Respond(200, "{}")).await;
     retry_goes_through(&gw, &upstream, "evt-connect", 0).await;
 }
 

@@ -287,8 +287,12 @@ impl Blackhole {
         format!("http://{}", self.addr)
     }
 
-    /// Starts accepting after all: the queued connections are taken, new ones get answered.
-    pub fn into_upstream(self, behavior: Behavior) -> Upstream {
+    /// Starts accepting after all: the queued connections are taken first (so the queue has
+    /// room when this returns), then new ones get answered.
+    pub async fn into_upstream(self, behavior: Behavior) -> Upstream {
+        for _ in &self._fillers {
+            drop(self._listener.accept().await.unwrap());
+        }
         drop(self._fillers);
         Upstream::serve(self._listener, behavior)
     }
