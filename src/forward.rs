@@ -22,6 +22,11 @@ use crate::verify::Verified;
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How much of the upstream's response body is read before the delivery counts as answered:
+/// all of the small answers webhooks get. An answer that breaks off before that is a failed
+/// delivery (502), not a truncated one relayed to the sender.
+const ANSWER_HEAD: usize = 64 * 1024;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and headers whose meaning the gateway re-establishes
 /// itself: none of them is passed on in either direction.
 const HOP_BY_HOP: [&str; 9] = [
@@ -36,20 +41,24 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Why a delivery failed before the upstream gave a response header.
+/// Why a delivery failed before the upstream gave a whole answer (its header and the first
+/// [`ANSWER_HEAD`] bytes of its body).
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// Connecting, writing the request, or reading the response header failed.
+    /// Connecting, writing the request, or reading the answer failed (refused, reset, closed).
     #[error("upstream unreachable or broke the exchange: {0}")]
     Unavailable(String),
-    /// No response header within `upstream_timeout`.
+    /// No connection, or no answer, within `upstream_timeout`.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
 }
 
-/// A request the upstream has answered: its response header is in, its body not yet relayed.
+/// A request the upstream has answered: its response header and the head of its body are in,
+/// nothing is relayed yet.
 pub struct Exchange {
     session: HttpSession,
+    /// The first [`ANSWER_HEAD`] bytes of the body (all of it, usually), read before settling.
+    head: Vec<Bytes>,
     reuse_hash: u64,
     /// The upstream's status code.
     pub status: u16,
@@ -131,10 +140,12 @@ impl Forwarder {
     }
 
     /// Sends `verified` to `target` with the downstream request's method, path, query and
-    /// end-to-end headers, and waits for the upstream's response header.
+    /// end-to-end headers, and waits for the upstream's response header and the first
+    /// [`ANSWER_HEAD`] bytes of its body (or all of it, if shorter).
     ///
-    /// `Err` means the upstream gave no response header (the caller answers 502 or 504). The
-    /// caller then relays the answer with [`Forwarder::relay`].
+    /// `Err` means the upstream gave no complete answer: none at all, or one that broke off
+    /// within its head (the caller answers 502 or 504, and releases the delivery). The caller
+    /// then relays the answer with [`Forwarder::relay`].
     pub async fn send(
         &self,
         target: &Target,
@@ -143,7 +154,7 @@ impl Forwarder {
     ) -> Result<Exchange, ForwardError> {
         let header = upstream_request(downstream, target, verified.body().len());
         let started = Instant::now();
-        let session =
+        let mut session =
             tokio::time::timeout(self.timeout, self.exchange(target, header, verified.body()))
                 .await
                 .map_err(|_| ForwardError::Timeout(self.timeout))??;
@@ -151,20 +162,49 @@ impl Forwarder {
             .resp_header()
             .map(|h| h.status.as_u16())
             .unwrap_or(502);
+        let upstream_time = started.elapsed();
+        let head = self.read_answer_head(&mut session).await?;
         Ok(Exchange {
             session,
+            head,
             reuse_hash: target.peer.reuse_hash(),
             status,
-            upstream_time: started.elapsed(),
+            upstream_time,
         })
+    }
+
+    /// Reads the body until its end or [`ANSWER_HEAD`] bytes, each read under the timeout.
+    async fn read_answer_head(
+        &self,
+        upstream: &mut HttpSession,
+    ) -> Result<Vec<Bytes>, ForwardError> {
+        let mut head = Vec::new();
+        let mut len = 0;
+        while len < ANSWER_HEAD && !upstream.is_body_done() {
+            match tokio::time::timeout(self.timeout, upstream.read_body_bytes()).await {
+                Ok(Ok(Some(chunk))) => {
+                    len += chunk.len();
+                    head.push(chunk);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    return Err(ForwardError::Unavailable(format!(
+                        "the answer broke off: {e}"
+                    )))
+                }
+                Err(_) => return Err(ForwardError::Timeout(self.timeout)),
+            }
+        }
+        Ok(head)
     }
 
     /// Streams the upstream's response to the sender, then returns the upstream connection to
     /// the pool if it can be reused. Returns whether the whole response reached the sender;
     /// when it did not, the sender's connection is closed.
     pub async fn relay(&self, mut exchange: Exchange, downstream: &mut Session) -> bool {
+        let head = std::mem::take(&mut exchange.head);
         let upstream = &mut exchange.session;
-        let relayed = self.stream_response(upstream, downstream).await;
+        let relayed = self.stream_response(upstream, head, downstream).await;
         if relayed && upstream.is_body_done() {
             upstream.respect_keepalive();
             if let Some(stream) = exchange.session.reuse().await {
@@ -199,6 +239,8 @@ impl Forwarder {
                 Err(e) => return Err(ForwardError::Unavailable(e.to_string())),
             }
         }
+        // A connection that is never accepted is cut by `send`'s timeout, which started first
+        // (the peer's own connect timeout is the same length): 504, not 502.
         let stream = self
             .transport
             .new_stream(&target.peer)
@@ -209,8 +251,14 @@ impl Forwarder {
             .map_err(|e| ForwardError::Unavailable(e.to_string()))
     }
 
-    /// Streams the upstream's response to the sender. Returns whether all of it got there.
-    async fn stream_response(&self, upstream: &mut HttpSession, downstream: &mut Session) -> bool {
+    /// Streams the upstream's response (its header, the `head` already read, then the rest)
+    /// to the sender. Returns whether all of it got there.
+    async fn stream_response(
+        &self,
+        upstream: &mut HttpSession,
+        head: Vec<Bytes>,
+        downstream: &mut Session,
+    ) -> bool {
         let Some(header) = upstream.resp_header().map(response_for_sender) else {
             return false;
         };
@@ -220,6 +268,12 @@ impl Forwarder {
             .is_err()
         {
             return false;
+        }
+        for chunk in head {
+            let write = downstream.write_response_body(Some(chunk), false);
+            if !matches!(tokio::time::timeout(self.timeout, write).await, Ok(Ok(()))) {
+                return false;
+            }
         }
         loop {
             let chunk = match tokio::time::timeout(self.timeout, upstream.read_body_bytes()).await {

@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod dedup;
 pub mod events;
 pub mod forward;

@@ -14,12 +14,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logs on stderr at `RUST_LOG`'s levels (default `info`), as text or JSON lines.
 ///
-/// Pingora's TRACE records are dropped whatever `RUST_LOG` says: they dump whole request
-/// headers, and with them the senders' signatures and delivery IDs.
+/// Pingora's DEBUG and TRACE records are dropped whatever `RUST_LOG` says: its TRACE records
+/// dump whole request headers, and its DEBUG record of a malformed request quotes the refused
+/// bytes, and with them the senders' signatures and delivery IDs.
 fn init_logging(format: LogFormat) {
     let levels = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let no_header_dumps = filter_fn(|meta| {
-        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("pingora"))
+        !(*meta.level() > tracing::Level::INFO && meta.target().starts_with("pingora"))
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layer = tracing_subscriber::fmt::layer()

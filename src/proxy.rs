@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::HeaderMap;
@@ -17,7 +17,8 @@ use pingora::proxy::{ProxyHttp, Session};
 
 use crate::body::{self, BodyError};
 use crate::clock::Clock;
-use crate::dedup::{Claim, MissingId};
+use crate::conn;
+use crate::dedup::{Claim, DeliveryKey, MissingId};
 use crate::events::{self, Admitted, Refused};
 use crate::forward::ForwardError;
 use crate::framing;
@@ -44,6 +45,10 @@ pub struct RequestCtx {
     route: Option<usize>,
     outcome: Option<Outcome>,
     status: u16,
+    /// Time spent on the upstream, for a request that was forwarded (or tried).
+    upstream: Option<Duration>,
+    /// The keyed hash of the delivery ID, for a route that deduplicates.
+    delivery: Option<DeliveryKey>,
 }
 
 /// A step that stopped the request: what to answer, and why.
@@ -96,13 +101,20 @@ impl Gateway {
         }
         let event = check_event(route, &session.req_header().headers, verified.body())?;
         let headers = &session.req_header().headers;
-        let claim = self.admit(rt, route, headers, client, &verified).await?;
+        let claim = self
+            .admit(rt, route, headers, client, &verified, ctx)
+            .await?;
 
         // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
         stamp(session, route.scheme, event.event.as_deref());
         let target = route.target_of(&event);
-        let exchange = (rt.forwarder.send(target, session, &verified).await)
-            .map_err(|e| forward_stop(&route.name, e))?;
+        let forwarding = Instant::now();
+        let sent = rt.forwarder.send(target, session, &verified).await;
+        ctx.upstream = Some(
+            sent.as_ref()
+                .map_or(forwarding.elapsed(), |exchange| exchange.upstream_time),
+        );
+        let exchange = sent.map_err(|e| forward_stop(&route.name, e))?;
         if let Some(claim) = claim {
             // Settled before relaying, so a slow sender can't outlast the claim's lease.
             let settled = match exchange.accepted() {
@@ -146,6 +158,7 @@ impl Gateway {
         headers: &HeaderMap,
         client: Option<IpAddr>,
         verified: &Verified,
+        ctx: &mut RequestCtx,
     ) -> Result<Option<Claim>, Stop> {
         let limit = route.rate_limit.as_ref().map(|limit| {
             let key = limit_key(&rt.state, route, limit, headers, client);
@@ -157,6 +170,7 @@ impl Gateway {
             match policy.delivery_id(headers, verified) {
                 Some(id) => {
                     let key = rt.state.delivery_keys.key(&route.name, id.as_bytes());
+                    ctx.delivery = Some(key);
                     claim = Some((key, rt.claim_lease));
                 }
                 None => missing = Some(policy.missing),
@@ -202,12 +216,16 @@ impl ProxyHttp for Gateway {
             route: None,
             outcome: None,
             status: 0,
+            upstream: None,
+            delivery: None,
         }
     }
 
     /// Runs [`Gateway::handle`] and answers the sender when a step stopped the request.
     /// Always answers the sender itself and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // The head is in: the connection's header and idle deadlines pause until `logging`.
+        conn::request_started(session);
         let rt = self.live.load_full();
         ctx.runtime = Some(rt.clone());
         if let Err((outcome, answer)) = self.handle(&rt, session, ctx).await {
@@ -236,8 +254,11 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    /// Records the request's outcome and duration, and writes the access log line.
+    /// Records the request's outcome and duration, and writes the access log line: route,
+    /// outcome, status, durations, and the delivery as a short keyed hash (never the ID, a
+    /// secret, a signature or the body).
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        conn::request_finished(session);
         let elapsed = ctx.started.elapsed();
         // A request that never reached our filter (a framing error Pingora caught) counts as bad.
         let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);
@@ -252,7 +273,9 @@ impl ProxyHttp for Gateway {
             route = name,
             outcome = outcome.as_str(),
             status = ctx.status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
+            upstream_ms = ctx.upstream.map(|d| d.as_micros() as f64 / 1000.0),
+            delivery = ctx.delivery.map(|k| tracing::field::display(ShortKey(k))),
             client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
             error = error.map(|e| e.etype().as_str()).unwrap_or(""),
         );
@@ -279,6 +302,17 @@ fn limit_key(
         },
     };
     state.limit_keys.route_key(&route.name, value)
+}
+
+/// A delivery's keyed hash as the access log shows it: its first 64 bits in hex. It tells
+/// deliveries (and a sender's retries) apart without revealing the ID; with Redis it is the
+/// start of the record's key.
+struct ShortKey(DeliveryKey);
+
+impl std::fmt::Display for ShortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", (self.0.as_u128() >> 64) as u64)
+    }
 }
 
 /// The route's `events` step: the event type, the allow-list, the schema and the event's

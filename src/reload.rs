@@ -13,9 +13,10 @@
 //! routes that keep their name) and swapped in atomically: requests already under way finish
 //! on the runtime they started with.
 //!
-//! `listen`, `admin_listen`, `threads` and `state` are bound when the server starts; a reload
-//! that changes them applies everything else and logs that those keep their running values
-//! until the next restart.
+//! `listen`, `listen_tls` (its address and minimum version; its certificate does reload),
+//! `admin_listen`, `threads`, `header_timeout`, `idle_timeout` and `state` are bound when the
+//! server starts; a reload that changes them applies everything else and logs that those keep
+//! their running values until the next restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,8 @@ struct Bound {
     listen_tls: Option<(std::net::SocketAddr, String)>,
     admin_listen: std::net::SocketAddr,
     threads: std::num::NonZeroUsize,
+    /// The connection deadlines, set on the listener at start.
+    connection_timeouts: (std::time::Duration, std::time::Duration),
     state: config::model::StateConfig,
 }
 
@@ -91,6 +94,7 @@ impl Bound {
                 .map(|t| (t.addr, format!("{:?}", t.min_version))),
             admin_listen: config.admin_listen,
             threads: config.threads,
+            connection_timeouts: (config.header_timeout, config.idle_timeout),
             state: config.state.clone(),
         }
     }
@@ -109,6 +113,9 @@ impl Bound {
         }
         if self.threads != new.threads {
             keys.push("threads");
+        }
+        if self.connection_timeouts != new.connection_timeouts {
+            keys.push("header_timeout, idle_timeout");
         }
         if self.state != new.state {
             keys.push("state");

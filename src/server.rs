@@ -88,10 +88,17 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Se
     )));
 
     let gateway = Gateway::new(live.clone(), &metrics, clock.clone());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let deadlines = crate::conn::Deadlines {
+        header: config.header_timeout,
+        idle: config.idle_timeout,
+    };
+    let unrouted = metrics.route(crate::metrics::NO_ROUTE);
+    let mut proxy = crate::conn::proxy_service(
         &server.configuration,
         gateway,
         "hookgate proxy",
+        deadlines,
+        unrouted,
     );
     if let Some(listen) = config.listen {
         proxy.add_tcp(&listen.to_string());

@@ -9,6 +9,10 @@
 //!   its latency counts from that due time, so a stall shows up in the percentiles instead of
 //!   silently slowing the load (no coordinated omission).
 //!
+//! `--mix V,F,D,O` makes a soak's traffic (`benches/soak.sh`): out of every V+F+D+O requests,
+//! V valid ones with fresh IDs, F forged, D duplicates of an earlier valid delivery, and O
+//! oversized (a body of `--oversized-size` bytes, over the route's cap), spread evenly.
+//!
 //! Prints one JSON object with counts, throughput and latency percentiles (microseconds).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,24 +48,95 @@ struct Args {
     /// Most requests prepared (closed loop stops early when they run out).
     #[arg(long, default_value_t = 400_000)]
     max_requests: usize,
+    /// Weights of valid, forged, duplicate and oversized requests (default: all valid, or
+    /// all forged with `--invalid`).
+    #[arg(long, value_parser = parse_mix)]
+    mix: Option<[u32; 4]>,
+    /// Body size of the oversized requests of `--mix`.
+    #[arg(long, default_value_t = 64 * 1024)]
+    oversized_size: usize,
+}
+
+fn parse_mix(text: &str) -> Result<[u32; 4], String> {
+    let parts: Vec<u32> = text
+        .split(',')
+        .map(|p| p.trim().parse().map_err(|e| format!("`{p}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [v, f, d, o] if v > 0 && v + f + d + o > 0 => Ok([v, f, d, o]),
+        [_, _, _, _] => Err("the valid weight must be at least 1".into()),
+        _ => Err("four weights: valid,forged,duplicate,oversized".into()),
+    }
+}
+
+/// What one prepared request is.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Valid,
+    Forged,
+    Duplicate,
+    Oversized,
+}
+
+/// The kind of request `i` under `mix`: each weight's share of every cycle of
+/// `sum(mix)` requests, interleaved rather than in blocks.
+fn kind_of(i: usize, mix: [u32; 4]) -> Kind {
+    let cycle: u32 = mix.iter().sum();
+    // A stride coprime with the cycle visits every slot once per cycle, in a scattered order.
+    let stride = (1..)
+        .map(|k| 7 * k + 3)
+        .find(|s| gcd(*s, cycle) == 1)
+        .unwrap();
+    let slot = ((i as u64 * stride as u64) % cycle as u64) as u32;
+    let kinds = [Kind::Valid, Kind::Forged, Kind::Duplicate, Kind::Oversized];
+    let mut edge = 0;
+    for (kind, weight) in kinds.into_iter().zip(mix) {
+        edge += weight;
+        if slot < edge {
+            return kind;
+        }
+    }
+    Kind::Valid
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 fn prepare(args: &Args, count: usize) -> Vec<Vec<u8>> {
     let run = std::process::id();
-    let secret = if args.invalid {
-        "whsec_forged"
-    } else {
-        args.secret.as_str()
-    };
+    let mix = args.mix.unwrap_or(match args.invalid {
+        true => [0, 1, 0, 0],
+        false => [1, 0, 0, 0],
+    });
+    let mut last_valid = None;
     (0..count)
         .map(|i| {
-            let head = format!(r#"{{"event":"dossier.created","timestamp":"2024-01-15T10:30:00Z","data":{{"id":{i},"pad":""#);
+            let kind = kind_of(i, mix);
+            // A duplicate repeats the last valid delivery (ID and body) before it.
+            let (id, size) = match (kind, last_valid) {
+                (Kind::Duplicate, Some(j)) => (j, args.body_size),
+                (Kind::Oversized, _) => (i, args.oversized_size),
+                _ => (i, args.body_size),
+            };
+            if kind == Kind::Valid {
+                last_valid = Some(i);
+            }
+            let head = format!(r#"{{"event":"dossier.created","timestamp":"2024-01-15T10:30:00Z","data":{{"id":{id},"pad":""#);
             let tail = r#""}}"#;
-            let pad = args.body_size.saturating_sub(head.len() + tail.len());
+            let pad = size.saturating_sub(head.len() + tail.len());
             let body = format!("{head}{}{tail}", "x".repeat(pad));
+            let secret = match kind {
+                Kind::Forged => "whsec_forged",
+                _ => args.secret.as_str(),
+            };
             let sig = hookgate::verify::sign(secret.as_bytes(), body.as_bytes());
             let mut req = format!(
-                "POST {} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Webhook-Signature: {sig}\r\nX-Webhook-Delivery-Id: {run}-{i}\r\n\r\n",
+                "POST {} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Webhook-Signature: {sig}\r\nX-Webhook-Delivery-Id: {run}-{id}\r\n\r\n",
                 args.path,
                 body.len()
             )
@@ -72,8 +147,9 @@ fn prepare(args: &Args, count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Reads one response; returns its status. Handles Content-Length and chunked bodies.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+/// Reads one response; returns its status and whether the server closes the connection after
+/// it (`Connection: close`). Handles Content-Length and chunked bodies.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end])
@@ -85,12 +161,13 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse::<usize>().ok());
             let chunked = head.contains("transfer-encoding: chunked");
+            let close = head.contains("connection: close");
             let start = end + 4;
             if chunked {
                 loop {
                     if let Some(pos) = buf[start..].windows(5).position(|w| w == b"0\r\n\r\n") {
                         buf.drain(..start + pos + 5);
-                        return Ok(status);
+                        return Ok((status, close));
                     }
                     read_more(stream, buf).await?;
                 }
@@ -100,7 +177,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
                 read_more(stream, buf).await?;
             }
             buf.drain(..start + length);
-            return Ok(status);
+            return Ok((status, close));
         }
         read_more(stream, buf).await?;
     }
@@ -195,10 +272,13 @@ fn main() {
                         Err(e) => Err(e),
                     };
                     match result {
-                        Ok(status) => {
+                        Ok((status, close)) => {
                             let us = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
                             local.latencies_us.push(us);
                             *local.statuses.entry(status).or_default() += 1;
+                            if close {
+                                stream = None;
+                            }
                         }
                         Err(_) => {
                             local.errors += 1;

@@ -40,6 +40,11 @@ pub mod defaults {
     pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
     /// `body_timeout`.
     pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `header_timeout`: nginx's `client_header_timeout` is 60 s; webhook senders send their
+    /// whole head at once.
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `idle_timeout`: as long as Pingora waits for a connection's first request.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// `verify.header`.
     pub const VERIFY_HEADER: &str = "X-Webhook-Signature";
     /// `verify.tolerance`, for every scheme that signs a timestamp (Standard Webhooks, Stripe
@@ -78,6 +83,12 @@ pub(crate) struct Config {
     /// Default body deadline for routes that set none.
     #[serde(default = "default_body_timeout")]
     pub body_timeout: Timeout,
+    /// Total time for a request head, from its first byte.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Timeout,
+    /// How long a connection may wait for its next request.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Timeout,
     pub routes: Routes,
     /// The built-in tiers, overridden or extended.
     #[serde(default)]
@@ -479,6 +490,14 @@ fn default_upstream_timeout() -> Timeout {
 
 fn default_body_timeout() -> Timeout {
     Timeout(defaults::BODY_TIMEOUT)
+}
+
+fn default_header_timeout() -> Timeout {
+    Timeout(defaults::HEADER_TIMEOUT)
+}
+
+fn default_idle_timeout() -> Timeout {
+    Timeout(defaults::IDLE_TIMEOUT)
 }
 
 fn default_replay_max_skew() -> Timeout {

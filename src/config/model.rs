@@ -27,6 +27,11 @@ pub struct Config {
     pub threads: NonZeroUsize,
     /// Deadline for connecting to an upstream and receiving its response header.
     pub upstream_timeout: Duration,
+    /// Total time a request head may take, from its first byte to its end.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open waiting for a request (its first, or the next one
+    /// on a kept-alive connection).
+    pub idle_timeout: Duration,
     /// Routes in file order; their paths never overlap.
     pub routes: Vec<Route>,
     /// Requests per minute of every named tier: the spec's three, overridden or extended by

@@ -116,6 +116,8 @@ fn golden_every_key_set() {
         "  cert: ${TLS_DIR}/server.crt",
         "  key: ${TLS_DIR}/server.key",
         "  min_version: '1.3'",
+        "header_timeout: 3s",
+        "idle_timeout: 15s",
         "routes:",
         "  - name: dossiers",
         "    path: /webhooks/dossiers",
@@ -202,6 +204,8 @@ fn golden_every_key_set() {
         admin_listen: "[::1]:9191".parse().unwrap(),
         threads: NonZeroUsize::new(4).unwrap(),
         upstream_timeout: Duration::from_secs(90),
+        header_timeout: Duration::from_secs(3),
+        idle_timeout: Duration::from_secs(15),
         routes: vec![
             Route {
                 name: "dossiers".into(),
@@ -413,6 +417,8 @@ fn defaults_apply_when_keys_are_left_out() {
     );
     assert_eq!(config.threads.get(), 2);
     assert_eq!(config.upstream_timeout, Duration::from_secs(30));
+    assert_eq!(config.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.idle_timeout, Duration::from_secs(60));
     let route = &config.routes[0];
     assert_eq!(route.max_body_bytes, 1_048_576);
     assert_eq!(route.body_timeout, Duration::from_secs(10));
@@ -430,6 +436,8 @@ fn shipped_default_file_loads_without_environment() {
     assert_eq!(config.admin_listen, defaults::ADMIN_LISTEN);
     assert_eq!(config.threads.get(), defaults::THREADS);
     assert_eq!(config.upstream_timeout, defaults::UPSTREAM_TIMEOUT);
+    assert_eq!(config.header_timeout, defaults::HEADER_TIMEOUT);
+    assert_eq!(config.idle_timeout, defaults::IDLE_TIMEOUT);
     let names: Vec<_> = config.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["dossiers", "messages"]);
 
@@ -598,6 +606,10 @@ fn bad_durations() {
     assert_error(&text, 1, "upstream_timeout", "`30` is not a duration");
     let text = format!("body_timeout: 0s\n{}", one_route(&[]));
     assert_error(&text, 1, "body_timeout", "must be greater than 0");
+    let text = format!("header_timeout: 0s\n{}", one_route(&[]));
+    assert_error(&text, 1, "header_timeout", "must be greater than 0");
+    let text = format!("idle_timeout: soon\n{}", one_route(&[]));
+    assert_error(&text, 1, "idle_timeout", "`soon` is not a duration");
     assert_error(
         &one_route(&["    body_timeout: 5 parsecs"]),
         5,

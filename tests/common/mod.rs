@@ -82,6 +82,14 @@ pub enum Behavior {
     Delay(Duration),
     /// Close the connection without answering.
     Close,
+    /// Send the first `n` bytes of a 200 answer with a 1,000-byte body, then reset the
+    /// connection (RST): `n` inside the header breaks it mid-header, past it mid-body.
+    ResetAfter(usize),
+    /// Send a 200 header announcing `total` body bytes, then `sent` of them, then reset.
+    ResetBody { total: usize, sent: usize },
+    /// Answer 200 as a keep-alive connection would, then close the connection anyway (as an
+    /// upstream does with idle keep-alive connections).
+    AnswerThenClose,
 }
 
 /// An HTTP/1.1 server that records every request and counts every connection.
@@ -105,6 +113,11 @@ impl Upstream {
     /// An upstream on a given port (0: any free one).
     pub async fn start_on(port: u16, behavior: Behavior) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Self::serve(listener, behavior)
+    }
+
+    /// An upstream accepting on `listener`.
+    pub fn serve(listener: TcpListener, behavior: Behavior) -> Self {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -151,7 +164,19 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+/// A connection the recording upstream can reset: drop it with a RST instead of a FIN.
+pub trait Resettable: AsyncRead + AsyncWrite + Unpin {
+    fn reset(self);
+}
+
+impl Resettable for TcpStream {
+    /// SO_LINGER 0, then drop: the peer gets a RST.
+    fn reset(self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+async fn serve_connection<S: Resettable>(
     mut stream: S,
     requests: Arc<Mutex<Vec<Recorded>>>,
     behavior: Arc<Mutex<Behavior>>,
@@ -200,6 +225,28 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 (200, "{}")
             }
             Behavior::Close => return,
+            Behavior::ResetAfter(n) => {
+                let body = "x".repeat(1000);
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{body}");
+                let _ = stream.write_all(&answer.as_bytes()[..n]).await;
+                let _ = stream.flush().await;
+                stream.reset();
+                return;
+            }
+            Behavior::ResetBody { total, sent } => {
+                let mut answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").into_bytes();
+                answer.resize(answer.len() + sent, b'y');
+                let _ = stream.write_all(&answer).await;
+                let _ = stream.flush().await;
+                stream.reset();
+                return;
+            }
+            Behavior::AnswerThenClose => {
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                return;
+            }
         };
         let response = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Upstream: recorded\r\n\r\n{reply}",
@@ -208,6 +255,54 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+/// A listener that never accepts and whose accept queue is full: a connection attempt to it
+/// gets no answer to its SYN (Linux drops SYNs to a full queue), so connecting times out.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    pub fn start() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Fill the queue until an attempt gets no SYN-ACK (the probe's timeout is how a
+        // dropped SYN shows; the queue holds one connection at backlog 0).
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Self {
+                        addr,
+                        _listener: listener,
+                        _fillers: fillers,
+                    }
+                }
+                Err(e) => panic!("filling the accept queue: {e}"),
+            }
+        }
+        panic!("the accept queue never filled up");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts accepting after all: the queued connections are taken first (so the queue has
+    /// room when this returns), then new ones get answered.
+    pub async fn into_upstream(self, behavior: Behavior) -> Upstream {
+        for _ in &self._fillers {
+            drop(self._listener.accept().await.unwrap());
+        }
+        drop(self._fillers);
+        Upstream::serve(self._listener, behavior)
     }
 }
 
@@ -259,16 +354,32 @@ impl Gateway {
 
     /// As [`Gateway::start`], with `RUST_LOG` set to `rust_log`.
     pub async fn start_logging(routes_yaml: &str, extra_yaml: &str, rust_log: &str) -> Self {
-        Self::launch(routes_yaml, extra_yaml, rust_log, "/readyz").await
+        Self::launch(routes_yaml, extra_yaml, rust_log, "/readyz", &[]).await
+    }
+
+    /// As [`Gateway::start_logging`], with more arguments for `hookgate run`.
+    pub async fn start_with_args(
+        routes_yaml: &str,
+        extra_yaml: &str,
+        rust_log: &str,
+        args: &[&str],
+    ) -> Self {
+        Self::launch(routes_yaml, extra_yaml, rust_log, "/readyz", args).await
     }
 
     /// As [`Gateway::start`], but waits only until `/healthz` answers: for a gateway that is
     /// expected not to become ready (its state backend unreachable).
     pub async fn start_unready(routes_yaml: &str, extra_yaml: &str) -> Self {
-        Self::launch(routes_yaml, extra_yaml, "warn", "/healthz").await
+        Self::launch(routes_yaml, extra_yaml, "warn", "/healthz", &[]).await
     }
 
-    async fn launch(routes_yaml: &str, extra_yaml: &str, rust_log: &str, wait_for: &str) -> Self {
+    async fn launch(
+        routes_yaml: &str,
+        extra_yaml: &str,
+        rust_log: &str,
+        wait_for: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
         let yaml = config_yaml(port, admin_port, routes_yaml, extra_yaml);
@@ -277,7 +388,7 @@ impl Gateway {
             .unwrap()
             .write_all(yaml.as_bytes())
             .unwrap();
-        let mut gateway = Self::spawn(&path, port, admin_port, &[], rust_log);
+        let mut gateway = Self::spawn(&path, port, admin_port, args, rust_log);
         gateway._dir = Some(dir);
         gateway.wait_for(wait_for).await;
         gateway
@@ -395,6 +506,23 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
         }
+    }
+
+    /// Open file descriptors of the gateway process (`/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Resident memory of the gateway process in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// Stops the process and returns everything it logged.
@@ -540,6 +668,35 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
+}
+
+/// Sends `request` while reading the answer (the gateway may answer and close before it has
+/// read everything: write errors are ignored), then tells whether the gateway closed the
+/// connection after its answer.
+pub async fn raw_then_closed(
+    addr: SocketAddr,
+    request: &[u8],
+) -> (std::io::Result<Response>, bool) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let request = request.to_vec();
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer // kept open: closing it would end the request for the gateway
+    });
+    let response = read_response(&mut reader).await;
+    let closed = is_closed(&mut reader).await;
+    drop(writing.await);
+    (response, closed)
+}
+
+/// Whether the peer closed (or reset) the connection: a read returns end-of-file or an error
+/// within 30 s (a deadline for a failing test, not a measurement).
+pub async fn is_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
 }
 
 pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Response> {

@@ -238,3 +238,10 @@ impl Upstream {
         }
     }
 }
+
+impl super::Resettable for tokio_rustls::server::TlsStream<TcpStream> {
+    /// Resets the TCP connection under the TLS session (no close_notify).
+    fn reset(self) {
+        self.into_inner().0.reset();
+    }
+}
