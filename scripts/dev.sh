@@ -2,6 +2,8 @@
 # hookgate's one entry point for a fresh machine (Debian with the Rust toolchain):
 #   scripts/dev.sh run    install build prerequisites, build, run the gateway on config/hookgate.yaml
 #   scripts/dev.sh test   install build prerequisites, run the whole test suite
+#   scripts/dev.sh build  install build prerequisites (not redis-server), build the release binary
+#                         (what deploy/Dockerfile's build stage runs)
 # Extra arguments after `run` go to `hookgate run` (e.g. --config other.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,11 +11,12 @@ cd "$(dirname "$0")/.."
 # Prerequisites cargo cannot fetch: cmake (pingora's zlib-ng build script), and redis-server,
 # which the tests start on free ports of their own (tests/common/redis.rs) to check the Redis
 # state backend; the gateway itself needs no local Redis.
+# `--no-redis`: only what the build needs.
 install_prerequisites() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ "${1:-}" = --no-redis ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -34,8 +37,12 @@ case "$cmd" in
     install_prerequisites
     cargo test "$@"
     ;;
+  build)
+    install_prerequisites --no-redis
+    cargo build --release --locked --bin hookgate "$@"
+    ;;
   *)
-    echo "usage: scripts/dev.sh run|test" >&2
+    echo "usage: scripts/dev.sh run|test|build" >&2
     exit 2
     ;;
 esac
