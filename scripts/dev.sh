@@ -3,7 +3,8 @@
 #   scripts/dev.sh run    install build prerequisites, build, run the gateway on config/hookgate.yaml
 #   scripts/dev.sh test   install build prerequisites, run the whole test suite
 #   scripts/dev.sh build  install build prerequisites (not redis-server), build the release binary
-#                         (what deploy/Dockerfile's build stage runs)
+#   scripts/dev.sh deps   install the build prerequisites only (not redis-server)
+#                         (deploy/Dockerfile's build stage runs `deps`, then `build`)
 # Extra arguments after `run` go to `hookgate run` (e.g. --config other.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +38,15 @@ case "$cmd" in
     install_prerequisites
     cargo test "$@"
     ;;
+  deps)
+    install_prerequisites --no-redis
+    ;;
   build)
     install_prerequisites --no-redis
     cargo build --release --locked --bin hookgate "$@"
     ;;
   *)
-    echo "usage: scripts/dev.sh run|test|build" >&2
+    echo "usage: scripts/dev.sh run|test|build|deps" >&2
     exit 2
     ;;
 esac
