@@ -17,7 +17,11 @@ install_prerequisites() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
-  [ "${1:-}" = --no-redis ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ "${1:-}" != --no-redis ]; then
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    # tests/deploy.rs makes a self-signed certificate for the edge manifest's listen_tls.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
