@@ -217,8 +217,12 @@ syscall_filter() {
   for s in $families; do
     case $s in AF_INET | AF_INET6 | AF_UNIX) ;; *) echo "socket family not allowed: $s"; rc=1 ;; esac
   done
+  # MemoryDenyWriteExecute=yes refuses writable+executable mappings and any mprotect to exec.
+  if grep -E 'mmap\(.*(PROT_WRITE\|PROT_EXEC|PROT_EXEC\|PROT_WRITE)|mprotect\(.*PROT_EXEC' "$RUN_DIR/trace"; then
+    echo "a mapping MemoryDenyWriteExecute=yes would refuse"; rc=1
+  fi
   echo "$(wc -w <<<"$used") distinct system calls, socket families: $(echo $families)"
-  [ $rc -eq 0 ] && echo "all allowed by SystemCallFilter=@system-service ~@privileged @resources and RestrictAddressFamilies"
+  [ $rc -eq 0 ] && echo "all allowed by SystemCallFilter=@system-service ~@privileged @resources, RestrictAddressFamilies and MemoryDenyWriteExecute"
   return $rc
 }
 

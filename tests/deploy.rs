@@ -488,9 +488,16 @@ fn ports_paths_and_user_agree_across_dockerfile_configs_and_manifests() {
             "{file}: Service"
         );
         assert!(exposed.contains(&port_of(facing)), "{file}: EXPOSE");
-        // listen_tls's files are where the TLS volume puts them.
+        // listen_tls's files are where the TLS volume puts them, readable by the user.
         if let Some(tls) = config.get("listen_tls") {
             let (_, volume) = pod.mount("/etc/hookgate/tls");
+            let mode = volume["secret"]["defaultMode"].as_u64().unwrap_or(0o644);
+            let group = pod.container["securityContext"]["runAsGroup"].as_u64();
+            let fs_group = pod.pod_spec()["securityContext"]["fsGroup"].as_u64();
+            assert!(
+                mode & 0o004 != 0 || (mode & 0o040 != 0 && fs_group.is_some() && fs_group == group),
+                "{file}: the TLS files (mode {mode:o}) are not readable by the container's user"
+            );
             let items: Vec<&str> = volume["secret"]["items"]
                 .as_sequence()
                 .unwrap()
