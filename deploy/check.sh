@@ -114,16 +114,20 @@ systemd_root() {
   mkdir -p "$SDROOT/usr/lib/systemd" "$SDROOT/etc/systemd/system" "$SDROOT/usr/local/bin" "$SDROOT/bin"
   cp -r /lib/systemd/system "$SDROOT/usr/lib/systemd/"
   cp deploy/systemd/hookgate.service "$SDROOT/etc/systemd/system/"
+  # The unit as README "With systemd" has it for TLS: the LoadCredential= lines uncommented.
+  sed 's/^#LoadCredential=/LoadCredential=/' deploy/systemd/hookgate.service \
+    >"$SDROOT/etc/systemd/system/hookgate-tls.service"
   cp "$BIN" "$SDROOT/usr/local/bin/hookgate"
   cp "$(type -P kill)" "$SDROOT/bin/kill"
 }
 
 systemd_verify() {
   local out rc
-  out=$(systemd-analyze verify --root="$SDROOT" hookgate.service 2>&1)
+  grep -q '^LoadCredential=' "$SDROOT/etc/systemd/system/hookgate-tls.service" || { echo "no LoadCredential= lines"; return 1; }
+  out=$(systemd-analyze verify --root="$SDROOT" hookgate.service hookgate-tls.service 2>&1)
   rc=$?
   [ -n "$out" ] && echo "$out"
-  [ $rc -eq 0 ] && [ -z "$out" ] && echo "systemd-analyze verify: deploy/systemd/hookgate.service clean"
+  [ $rc -eq 0 ] && [ -z "$out" ] && echo "systemd-analyze verify: deploy/systemd/hookgate.service clean (also with LoadCredential= for TLS)"
 }
 
 systemd_security() {
