@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 TOOLS=target/deploy-tools
 VENV=$TOOLS/venv
 PROMTOOL=$TOOLS/prometheus/usr/bin/promtool
-BIN=target/debug/hookgate
+BIN=${HOOKGATE_BIN:-target/debug/hookgate}   # HOOKGATE_BIN=target/release/hookgate checks that one
 K8S_VERSIONS="1.29 1.37"     # the oldest and the newest release kubernetes-validate knows here
 MAX_EXPOSURE=2.0             # systemd-analyze security: fail above this score (0 best, 10 worst)
 YAMLLINT_CONFIG='{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}'
@@ -190,7 +190,7 @@ EOF
     python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
       "http://127.0.0.1:$admin/metrics" >"$RUN_DIR/metrics" || rc=1
   fi
-  gw=$(pgrep -P "$tracer" -x hookgate | head -1)
+  gw=$(pgrep -P "$tracer" | head -1)
   [ -n "$gw" ] && kill -TERM "$gw"
   wait "$tracer" 2>/dev/null
   # SIGINT: the demo receiver's fast shutdown (its graceful one waits for Pingora's defaults).
