@@ -9,18 +9,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Prerequisites cargo cannot fetch: cmake (pingora's zlib-ng build script), and redis-server,
-# which the tests start on free ports of their own (tests/common/redis.rs) to check the Redis
-# state backend; the gateway itself needs no local Redis.
-# `--no-redis`: only what the build needs.
+# Prerequisites cargo cannot fetch: cmake (pingora's zlib-ng build script); perl with its core
+# modules and make (pingora-openssl builds OpenSSL from source, through openssl-src); and
+# redis-server, which the tests start on free ports of their own (tests/common/redis.rs) to
+# check the Redis state backend; the gateway itself needs no local Redis. With
+# OPENSSL_NO_VENDOR=1 the build links the system's OpenSSL instead (e.g. a FIPS-validated one;
+# README, "TLS"), which needs its headers and pkg-config.
+# `--no-redis`: only what the build needs (the tests' redis-server and openssl left out).
 install_prerequisites() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+  command -v make >/dev/null 2>&1 || missing+=(make)
+  perl -MFindBin -MIPC::Cmd -e 1 >/dev/null 2>&1 || missing+=(perl)
   if [ "${1:-}" != --no-redis ]; then
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     # tests/deploy.rs makes a self-signed certificate for the edge manifest's listen_tls.
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  fi
+  if [ -n "${OPENSSL_NO_VENDOR:-}" ] && [ "${OPENSSL_NO_VENDOR}" != 0 ]; then
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""

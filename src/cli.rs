@@ -8,6 +8,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
 
+/// How a `rediss://` connection checks the server and proves itself, for `check`'s summary.
+fn redis_tls_summary(redis: &config::model::RedisState) -> String {
+    if !redis.url.is_tls() {
+        return String::new();
+    }
+    let tls = redis.tls.as_deref();
+    let ca = match tls.and_then(|t| t.ca.as_ref()) {
+        Some(ca) => format!("CA {}", ca.path.display()),
+        None => "the system's roots".to_string(),
+    };
+    let client = match tls.and_then(|t| t.client.as_ref()) {
+        Some(id) => format!(", client certificate {}", id.cert.path.display()),
+        None => String::new(),
+    };
+    format!(", TLS trusting {ca}{client}")
+}
+
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "config/hookgate.yaml";
 
@@ -31,6 +48,11 @@ pub enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Take over the listening sockets of the gateway running on the same `listen` port
+        /// (Pingora's graceful upgrade): start this one with --upgrade, then send SIGQUIT to
+        /// the old one.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file and print a summary of its routes.
     Check {
@@ -130,10 +152,23 @@ impl SampleEvent {
 /// followed by one listing its deduplication, replay window and rate limit, if it has any.
 pub fn summary(config: &Config) -> String {
     use humantime::format_duration;
+    let listen = config
+        .listen
+        .map_or_else(|| "none (TLS only)".to_string(), |a| a.to_string());
     let mut out = format!(
-        "configuration OK: listen {}, admin {}, {} thread(s), upstream timeout {:?}\n",
-        config.listen, config.admin_listen, config.threads, config.upstream_timeout
+        "configuration OK: listen {listen}, admin {}, {} thread(s), upstream timeout {:?}\n",
+        config.admin_listen, config.threads, config.upstream_timeout
     );
+    if let Some(tls) = &config.listen_tls {
+        out.push_str(&format!(
+            "  listen_tls {} (TLS {}+, ALPN h2 and http/1.1): cert {} (sha256 {}), key {}\n",
+            tls.addr,
+            tls.min_version.name(),
+            tls.cert.cert_path().display(),
+            tls.cert.fingerprint(),
+            tls.cert.key_path().display()
+        ));
+    }
     let tiers: Vec<String> = config
         .tiers
         .iter()
@@ -145,13 +180,22 @@ pub fn summary(config: &Config) -> String {
     }
     out.push('\n');
     out.push_str(&match &config.state {
-        config::model::StateConfig::Memory => "  state: memory (this process only)\n".to_string(),
+        config::model::StateConfig::Memory {
+            snapshot_path: None,
+        } => "  state: memory (this process only)\n".to_string(),
+        config::model::StateConfig::Memory {
+            snapshot_path: Some(path),
+        } => format!(
+            "  state: memory (this process only; delivered IDs saved to {} at shutdown)\n",
+            path.display()
+        ),
         config::model::StateConfig::Redis(redis) => format!(
-            "  state: redis {} (timeout {:?}, on error {}, keys {}:*)\n",
+            "  state: redis {} (timeout {:?}, on error {}, keys {}:*{})\n",
             redis.url,
             redis.timeout,
             redis.on_error.name(),
-            redis.key_prefix
+            redis.key_prefix,
+            redis_tls_summary(redis),
         ),
     });
     for r in &config.routes {
@@ -195,6 +239,20 @@ pub fn summary(config: &Config) -> String {
                 "tier {} ({}/min per {})",
                 limit.tier_name, limit.per_minute, limit.key
             ));
+        }
+        if let Some(tls) = &r.upstream.tls {
+            settings.push(match (tls.verify, &tls.ca) {
+                (false, _) => format!("upstream TLS, sni {}, certificate NOT verified", tls.sni),
+                (true, Some(ca)) => format!(
+                    "upstream TLS, sni {}, verified against {}",
+                    tls.sni,
+                    ca.path().display()
+                ),
+                (true, None) => format!(
+                    "upstream TLS, sni {}, verified against the system's roots",
+                    tls.sni
+                ),
+            });
         }
         if !settings.is_empty() {
             out.push_str(&format!("        {}\n", settings.join("; ")));

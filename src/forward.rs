@@ -1,12 +1,12 @@
 //! The seam to the upstream: hand a verified request to the receiver app and relay its answer.
 //!
-//! Today this sends the request synchronously over a pooled HTTP/1.1 connection. It is written by
-//! hand (Pingora's connector, not its proxy loop) because Pingora replays a body read in
-//! `request_filter` only up to 64 KiB; this one path serves every size, so there is no second,
-//! rarely exercised path for large bodies. A later asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`]
-//! with "enqueue, then answer 202", behind the same calls.
+//! Today this sends the request synchronously over a pooled HTTP/1.1 connection (TLS for an
+//! `https://` upstream). It is written by hand (Pingora's connector, not its proxy loop)
+//! because Pingora replays a body read in `request_filter` only up to 64 KiB; this one path
+//! serves every size, so there is no second, rarely exercised path for large bodies. A later
+//! asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`] with "enqueue, then
+//! answer 202", behind the same calls.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
+use crate::config::Upstream;
 use crate::verify::Verified;
 
 /// How long an idle pooled upstream connection is kept.
@@ -67,20 +68,49 @@ impl Exchange {
 #[derive(Debug, Clone)]
 pub struct Target {
     peer: HttpPeer,
-    /// `Host` for requests that arrived without one (HTTP/1.0).
+    /// `Host` for requests that arrived without one or an `:authority` (HTTP/1.0): the
+    /// address of a plain upstream, the SNI name (and port) of an https one.
     authority: String,
 }
 
 impl Target {
-    /// A plain-HTTP upstream at `addr`; `timeout` bounds connecting.
-    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+    /// The upstream `upstream`; `timeout` bounds connecting (the TLS handshake included).
+    ///
+    /// An `https://` upstream is verified as its `tls` says: against its `ca` bundle or the
+    /// system's roots, with `sni` sent and checked against the certificate's names (Pingora's
+    /// `verify_cert` and `verify_hostname`). A certificate that fails is a failed connection:
+    /// the sender gets 502 and nothing is sent.
+    pub fn new(upstream: &Upstream, timeout: Duration) -> Self {
+        let addr = upstream.addr;
+        let mut peer = match &upstream.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
+                peer.options.verify_cert = tls.verify;
+                peer.options.verify_hostname = tls.verify;
+                if let Some(ca) = &tls.ca {
+                    peer.options.ca = Some(ca.certs());
+                    // Pingora's pool key leaves the CA out: without this, a connection
+                    // verified against another route's CA could be reused here.
+                    peer.group_key = ca.pool_key();
+                }
+                // The forwarding path speaks HTTP/1.1 (`v1::client::HttpSession`).
+                peer.options.alpn = pingora::protocols::ALPN::H1;
+                peer
+            }
+        };
         peer.options.connection_timeout = Some(timeout);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        Self {
-            peer,
-            authority: addr.to_string(),
-        }
+        // An https upstream is addressed by the name its certificate carries (the SNI), so a
+        // `Host` it has to make up matches it; a plain one by its address, as before.
+        let authority = match &upstream.tls {
+            Some(tls) if !tls.sni.is_empty() => match addr.port() {
+                443 => tls.sni.clone(),
+                port => format!("{}:{port}", tls.sni),
+            },
+            _ => addr.to_string(),
+        };
+        Self { peer, authority }
     }
 }
 
@@ -244,9 +274,15 @@ fn upstream_request(downstream: &Session, target: &Target, body_len: usize) -> R
         header.remove_header(name);
     }
     if !header.headers.contains_key(http::header::HOST) {
-        // HTTP/1.0 senders may omit it; HTTP/1.1 upstreams require it.
-        let _ = header.insert_header(http::header::HOST, target.authority.as_str());
+        // An HTTP/2 sender names the host in `:authority` (RFC 9113 §8.3.1), which becomes
+        // `Host` as it would in HTTP/1.1; HTTP/1.0 senders may omit it altogether, and
+        // HTTP/1.1 upstreams require one.
+        let authority = downstream.req_header().uri.authority().map(|a| a.as_str());
+        let host = authority.unwrap_or(target.authority.as_str()).to_string();
+        let _ = header.insert_header(http::header::HOST, host);
     }
+    // The request line carries `raw_path()`: the target as received over HTTP/1, the
+    // `:path` (path and query) of an HTTP/2 request.
     // The body is complete: the upstream has nothing to continue.
     header.remove_header("expect");
     let _ = header.insert_header("content-length", body_len.to_string());

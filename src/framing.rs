@@ -13,6 +13,10 @@ use pingora::http::RequestHeader;
 /// `raw_head` gives the header bytes as received; it is consulted only when the request uses
 /// `Transfer-Encoding`, because Pingora has removed a conflicting `Content-Length` from
 /// `header` by then.
+///
+/// An HTTP/2 request is framed by its DATA frames, and the h2 layer has already checked a
+/// `Content-Length` against them; `Transfer-Encoding` is malformed there (RFC 9113 §8.2.2). Its
+/// raw head is never consulted (Pingora would only synthesize one).
 pub fn check(
     header: &RequestHeader,
     raw_head: impl FnOnce() -> bytes::Bytes,
@@ -20,6 +24,9 @@ pub fn check(
     let te: Vec<_> = header.headers.get_all(TRANSFER_ENCODING).iter().collect();
     if te.is_empty() {
         return Ok(());
+    }
+    if header.version == http::Version::HTTP_2 {
+        return Err("HTTP/2 requests may not use Transfer-Encoding");
     }
     if header.headers.contains_key(CONTENT_LENGTH) || has_content_length_line(&raw_head()) {
         return Err("both Content-Length and Transfer-Encoding are present");
@@ -83,6 +90,16 @@ mod tests {
         assert!(check_parsed(&request(HTTP_11, &[("Transfer-Encoding", "chunked")])).is_ok());
         assert!(check_parsed(&request(HTTP_11, &[("Transfer-Encoding", " Chunked ")])).is_ok());
         assert!(check_parsed(&request(HTTP_10, &[("Content-Length", "3")])).is_ok());
+    }
+
+    #[test]
+    fn http2_requests_are_framed_by_their_frames() {
+        let raw_head_unused = || -> bytes::Bytes { panic!("no raw head for HTTP/2") };
+        let h = request(http::Version::HTTP_2, &[("Content-Length", "200000")]);
+        assert!(check(&h, raw_head_unused).is_ok());
+        assert!(check(&request(http::Version::HTTP_2, &[]), raw_head_unused).is_ok());
+        let h = request(http::Version::HTTP_2, &[("Transfer-Encoding", "chunked")]);
+        assert!(check(&h, raw_head_unused).is_err());
     }
 
     #[test]

@@ -37,17 +37,29 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, log_format } => {
+        Command::Run {
+            config: path,
+            log_format,
+            upgrade,
+        } => {
             init_logging(log_format);
-            let config = match cli::load_config(&config) {
+            let config = match cli::load_config(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("hookgate: {e:#}");
                     return ExitCode::from(1);
                 }
             };
-            tracing::info!(listen = %config.listen, admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
-            hookgate::server::run(&config)
+            let listen: Vec<String> = (config.listen.iter().map(|a| format!("http://{a}")))
+                .chain(
+                    config
+                        .listen_tls
+                        .iter()
+                        .map(|t| format!("https://{}", t.addr)),
+                )
+                .collect();
+            tracing::info!(listen = %listen.join(" "), admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
+            hookgate::server::run(&config, &path, upgrade)
         }
         Command::Health {
             admin,

@@ -113,6 +113,26 @@ pub struct Metrics {
     dedup_evictions: IntCounterVec,
     state_errors: IntCounterVec,
     state_duration: HistogramVec,
+    config_reloads: IntCounterVec,
+    config_last_success: prometheus::Gauge,
+}
+
+/// The `result` label of `hookgate_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new configuration is serving.
+    Success,
+    /// The new configuration was refused; the last good one keeps serving.
+    Failure,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
 }
 
 /// Pre-resolved handles for one route label.
@@ -194,6 +214,22 @@ impl Metrics {
             &["backend", "op"],
         )
         .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "hookgate_config_reloads_total",
+                "Configuration reloads (SIGHUP or a changed file), by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in [ReloadResult::Success, ReloadResult::Failure] {
+            config_reloads.with_label_values(&[result.as_str()]);
+        }
+        let config_last_success = prometheus::Gauge::new(
+            "hookgate_config_last_reload_success_timestamp_seconds",
+            "Unix time at which the serving configuration was loaded (at start or by a reload)",
+        )
+        .expect("valid metric");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -206,6 +242,8 @@ impl Metrics {
             Box::new(dedup_evictions.clone()),
             Box::new(state_errors.clone()),
             Box::new(state_duration.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_success.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -218,7 +256,28 @@ impl Metrics {
             dedup_evictions,
             state_errors,
             state_duration,
+            config_reloads,
+            config_last_success,
         }
+    }
+
+    /// Counts a reload attempt; a success also sets the last-success timestamp to now.
+    pub fn record_reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .with_label_values(&[result.as_str()])
+            .inc();
+        if result == ReloadResult::Success {
+            self.record_config_loaded();
+        }
+    }
+
+    /// Sets `hookgate_config_last_reload_success_timestamp_seconds` to now (the config in use
+    /// was just loaded).
+    pub fn record_config_loaded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.config_last_success.set(now.as_secs_f64());
     }
 
     /// Handles for the calls to the shared state backend `backend` (`redis`), one per

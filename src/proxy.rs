@@ -7,9 +7,8 @@
 //! loop (and its 64 KiB body replay limit) is never used.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use http::HeaderMap;
@@ -18,68 +17,30 @@ use pingora::proxy::{ProxyHttp, Session};
 
 use crate::body::{self, BodyError};
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::dedup::{Claim, DedupPolicy, MissingId, ReplayWindow};
-use crate::events::{self, Admitted, EventsConfig, Refused};
-use crate::forward::{ForwardError, Forwarder, Target};
+use crate::dedup::{Claim, MissingId};
+use crate::events::{self, Admitted, Refused};
+use crate::forward::ForwardError;
 use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
 use crate::ratelimit::{Decision, KeyValue, LimitKey, LimitKeyHash, RateLimit};
 use crate::respond::Answer;
-use crate::route::{self, Router};
+use crate::route;
+use crate::runtime::{Live, RouteRuntime, Runtime};
 use crate::state::{Admission, Ask, State};
-use crate::verify::{self, Verified, Verifier, VerifyError};
+use crate::verify::{Verified, VerifyError};
 
-/// Per-process upstream connection pool size.
-const UPSTREAM_POOL_SIZE: usize = 256;
-/// How long a dedup claim outlives the upstream timeout before it expires by itself.
-const CLAIM_LEASE_MARGIN: Duration = Duration::from_secs(5);
-
-/// One route as the proxy runs it: its settings and everything built from them at start.
-struct RouteRuntime {
-    /// Position in the configuration: how the state knows the route.
-    index: usize,
-    name: String,
-    max_body_bytes: u64,
-    body_timeout: Duration,
-    verifier: Box<dyn Verifier>,
-    replay: Option<ReplayWindow>,
-    rate_limit: Option<RateLimit>,
-    dedup: Option<DedupPolicy>,
-    target: Target,
-    /// The route's `events` block, with one upstream per entry of its `routes`.
-    events: Option<(EventsConfig, Vec<Target>)>,
-    /// The verifying scheme, for `X-Hookgate-Verified`.
-    scheme: &'static str,
-    metrics: RouteMetrics,
-}
-
-impl RouteRuntime {
-    /// Where an admitted event goes: its `events.routes` upstream, else the route's.
-    fn target_of(&self, event: &Admitted) -> &Target {
-        match (&self.events, event.upstream) {
-            (Some((_, targets)), Some(i)) => &targets[i],
-            _ => &self.target,
-        }
-    }
-}
-
-/// The gateway: routes, their verifiers and upstreams, the state of the stateful checks, and
-/// the forwarder.
+/// The gateway: the serving [`Runtime`] (swapped whole on reload) and what outlives reloads.
 pub struct Gateway {
-    router: Router,
-    routes: Vec<RouteRuntime>,
-    state: Arc<State>,
+    live: Live,
     clock: Arc<dyn Clock>,
-    unverified_per_ip: Option<NonZeroU32>,
-    claim_lease: Duration,
-    forwarder: Forwarder,
     no_route_metrics: RouteMetrics,
 }
 
 /// What one request went through, for metrics and the access log.
 pub struct RequestCtx {
     started: Instant,
+    /// The runtime the request started on: it finishes on it, whatever a reload swaps in.
+    runtime: Option<Arc<Runtime>>,
     route: Option<usize>,
     outcome: Option<Outcome>,
     status: u16,
@@ -89,60 +50,31 @@ pub struct RequestCtx {
 type Stop = (Outcome, Answer);
 
 impl Gateway {
-    /// Builds every route's verifier, upstream target and metric handles over `state`.
-    pub fn new(
-        config: &Config,
-        metrics: &Metrics,
-        state: Arc<State>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let routes = config
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RouteRuntime {
-                index: i,
-                name: r.name.clone(),
-                max_body_bytes: r.max_body_bytes,
-                body_timeout: r.body_timeout,
-                verifier: verify::build(&r.verify, clock.clone()),
-                replay: r.replay,
-                rate_limit: r.rate_limit.clone(),
-                dedup: r.dedup.clone(),
-                target: Target::new(r.upstream.addr, config.upstream_timeout),
-                events: r.events.clone().map(|events| {
-                    let targets = (events.routes.iter())
-                        .map(|e| Target::new(e.upstream.addr, config.upstream_timeout))
-                        .collect();
-                    (events, targets)
-                }),
-                scheme: r.verify.scheme.name(),
-                metrics: metrics.route(&r.name),
-            })
-            .collect();
+    /// A gateway serving whatever runtime `live` holds.
+    pub fn new(live: Live, metrics: &Metrics, clock: Arc<dyn Clock>) -> Self {
         Self {
-            router: Router::new(config.routes.iter().map(|r| &r.path)),
-            routes,
-            state,
+            live,
             clock,
-            unverified_per_ip: config.unverified_per_ip,
-            claim_lease: config.upstream_timeout + CLAIM_LEASE_MARGIN,
-            forwarder: Forwarder::new(UPSTREAM_POOL_SIZE, config.upstream_timeout),
             no_route_metrics: metrics.route(NO_ROUTE),
         }
     }
 
     /// A request's whole path through the gateway. Each step either passes it on or stops it
     /// with an answer; only a verified, admitted request reaches `forward`.
-    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Stop> {
+    async fn handle(
+        &self,
+        rt: &Runtime,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Stop> {
         framing::check(session.req_header(), || session.to_h1_raw())
             .map_err(|why| stop(Outcome::BadRequest, why))?;
         let path = session.req_header().uri.path();
         route::check_path(path).map_err(|why| stop(Outcome::BadRequest, why))?;
-        let index = (self.router.find(path))
+        let index = (rt.router.find(path))
             .ok_or_else(|| stop(Outcome::NoRoute, "no route for this path"))?;
         ctx.route = Some(index);
-        let route = &self.routes[index];
+        let route = &rt.routes[index];
         if session.req_header().method != http::Method::POST {
             return Err(stop(
                 Outcome::MethodNotAllowed,
@@ -153,7 +85,7 @@ impl Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        self.check_unverified(client).await?;
+        self.check_unverified(rt, client).await?;
 
         let body = read_body(session, route).await?;
         let verified =
@@ -164,12 +96,12 @@ impl Gateway {
         }
         let event = check_event(route, &session.req_header().headers, verified.body())?;
         let headers = &session.req_header().headers;
-        let claim = self.admit(route, headers, client, &verified).await?;
+        let claim = self.admit(rt, route, headers, client, &verified).await?;
 
         // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
         stamp(session, route.scheme, event.event.as_deref());
         let target = route.target_of(&event);
-        let exchange = (self.forwarder.send(target, session, &verified).await)
+        let exchange = (rt.forwarder.send(target, session, &verified).await)
             .map_err(|e| forward_stop(&route.name, e))?;
         if let Some(claim) = claim {
             // Settled before relaying, so a slow sender can't outlast the claim's lease.
@@ -186,17 +118,17 @@ impl Gateway {
             .record_upstream(exchange.upstream_time.as_secs_f64());
         ctx.outcome = Some(Outcome::Forwarded);
         ctx.status = exchange.status;
-        self.forwarder.relay(exchange, session).await;
+        rt.forwarder.relay(exchange, session).await;
         Ok(())
     }
 
     /// The optional per-IP limit on requests not yet verified (abuse shedding).
-    async fn check_unverified(&self, client: Option<IpAddr>) -> Result<(), Stop> {
-        let (Some(limit), Some(ip)) = (self.unverified_per_ip, client) else {
+    async fn check_unverified(&self, rt: &Runtime, client: Option<IpAddr>) -> Result<(), Stop> {
+        let (Some(limit), Some(ip)) = (rt.unverified_per_ip, client) else {
             return Ok(());
         };
-        let key = self.state.unverified_ip_key(ip);
-        match self.state.check_unverified(key, limit).await {
+        let key = rt.state.unverified_ip_key(ip);
+        match rt.state.check_unverified(key, limit).await {
             Ok(decision) if decision.is_allowed() => Ok(()),
             Ok(decision) => Err((Outcome::IpLimited, limited(&decision, Outcome::IpLimited))),
             Err(e) => Err(state_unavailable(e)),
@@ -209,13 +141,14 @@ impl Gateway {
     /// requests). A limited request claims nothing, so its retry goes through once it passes.
     async fn admit(
         &self,
+        rt: &Runtime,
         route: &RouteRuntime,
         headers: &HeaderMap,
         client: Option<IpAddr>,
         verified: &Verified,
     ) -> Result<Option<Claim>, Stop> {
         let limit = route.rate_limit.as_ref().map(|limit| {
-            let key = self.limit_key(route, limit, headers, client);
+            let key = limit_key(&rt.state, route, limit, headers, client);
             (key, limit.per_minute)
         });
         let mut claim = None;
@@ -223,8 +156,8 @@ impl Gateway {
         if let Some(policy) = &route.dedup {
             match policy.delivery_id(headers, verified) {
                 Some(id) => {
-                    let key = self.state.delivery_keys.key(&route.name, id.as_bytes());
-                    claim = Some((key, self.claim_lease));
+                    let key = rt.state.delivery_keys.key(&route.name, id.as_bytes());
+                    claim = Some((key, rt.claim_lease));
                 }
                 None => missing = Some(policy.missing),
             }
@@ -234,7 +167,7 @@ impl Gateway {
             limit,
             claim,
         };
-        match self.state.admit(ask).await {
+        match rt.state.admit(ask).await {
             // A missing ID is refused after the limit, which still counts the request.
             Ok(Admission::Admitted(_)) if missing == Some(MissingId::Reject) => Err(stop(
                 Outcome::MissingDeliveryId,
@@ -256,28 +189,6 @@ impl Gateway {
             Err(e) => Err(state_unavailable(e)),
         }
     }
-
-    /// The key the route's tier limit counts this request under.
-    fn limit_key(
-        &self,
-        route: &RouteRuntime,
-        limit: &RateLimit,
-        headers: &HeaderMap,
-        client: Option<IpAddr>,
-    ) -> LimitKeyHash {
-        let value = match &limit.key {
-            LimitKey::Route => KeyValue::Route,
-            // Requests without the header share one bucket.
-            LimitKey::Header(name) => {
-                KeyValue::Header(headers.get(name).map_or(&[][..], |v| v.as_bytes()))
-            }
-            LimitKey::ClientIp => match client {
-                Some(ip) => KeyValue::ClientIp(ip),
-                None => KeyValue::Route,
-            },
-        };
-        self.state.limit_keys.route_key(&route.name, value)
-    }
 }
 
 #[async_trait]
@@ -287,6 +198,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: Instant::now(),
+            runtime: None,
             route: None,
             outcome: None,
             status: 0,
@@ -296,7 +208,9 @@ impl ProxyHttp for Gateway {
     /// Runs [`Gateway::handle`] and answers the sender when a step stopped the request.
     /// Always answers the sender itself and returns `Ok(true)`.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        if let Err((outcome, answer)) = self.handle(session, ctx).await {
+        let rt = self.live.load_full();
+        ctx.runtime = Some(rt.clone());
+        if let Err((outcome, answer)) = self.handle(&rt, session, ctx).await {
             ctx.outcome = Some(outcome);
             ctx.status = answer.status;
             if !session.is_body_done() {
@@ -327,8 +241,9 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.started.elapsed();
         // A request that never reached our filter (a framing error Pingora caught) counts as bad.
         let outcome = ctx.outcome.unwrap_or(Outcome::BadRequest);
-        let (name, metrics) = match ctx.route {
-            Some(i) => (self.routes[i].name.as_str(), &self.routes[i].metrics),
+        let route = (ctx.route.zip(ctx.runtime.as_deref())).map(|(i, rt)| &rt.routes[i]);
+        let (name, metrics) = match route {
+            Some(route) => (route.name.as_str(), &route.metrics),
             None => (NO_ROUTE, &self.no_route_metrics),
         };
         metrics.record(outcome, elapsed.as_secs_f64());
@@ -342,6 +257,28 @@ impl ProxyHttp for Gateway {
             error = error.map(|e| e.etype().as_str()).unwrap_or(""),
         );
     }
+}
+
+/// The key the route's tier limit counts this request under.
+fn limit_key(
+    state: &State,
+    route: &RouteRuntime,
+    limit: &RateLimit,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> LimitKeyHash {
+    let value = match &limit.key {
+        LimitKey::Route => KeyValue::Route,
+        // Requests without the header share one bucket.
+        LimitKey::Header(name) => {
+            KeyValue::Header(headers.get(name).map_or(&[][..], |v| v.as_bytes()))
+        }
+        LimitKey::ClientIp => match client {
+            Some(ip) => KeyValue::ClientIp(ip),
+            None => KeyValue::Route,
+        },
+    };
+    state.limit_keys.route_key(&route.name, value)
 }
 
 /// The route's `events` step: the event type, the allow-list, the schema and the event's

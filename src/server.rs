@@ -1,10 +1,21 @@
-//! Assembles the Pingora server: the proxy service, the admin service and the state
-//! maintenance job.
+//! Assembles the Pingora server: the proxy service (plain and TLS listeners), the admin service,
+//! the state maintenance job and the config watcher; runs it; and saves the dedup snapshot when
+//! it stops.
+//!
+//! Signals: SIGHUP reloads the configuration ([`crate::reload`]); SIGTERM drains and exits,
+//! SIGINT exits at once, SIGQUIT hands the listening sockets to a new process started with
+//! `hookgate run --upgrade` and then drains (Pingora's). On SIGTERM and SIGQUIT `/readyz`
+//! starts failing at once. The dedup snapshot (`state.snapshot_path`) is written when SIGQUIT
+//! arrives, before the sockets are handed over (the new process reads it once it has them),
+//! and again when the process has drained, whatever stopped it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -12,7 +23,11 @@ use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::reload::{ConfigWatcher, Reloader};
+use crate::runtime::{Live, Runtime};
+use crate::snapshot::Snapshot;
 use crate::state::{Maintenance, State};
+use crate::tls::CertStore;
 
 /// Pingora's own settings, derived from ours (River's approach: users never see Pingora's YAML).
 fn server_conf(config: &Config) -> ServerConf {
@@ -20,12 +35,9 @@ fn server_conf(config: &Config) -> ServerConf {
         threads: config.threads.get(),
         // A process per listen port gets its own upgrade socket, so several gateways (tests,
         // sidecars) can share a machine.
-        upgrade_sock: std::env::temp_dir()
-            .join(format!("hookgate-upgrade-{}.sock", config.listen.port()))
-            .to_string_lossy()
-            .into_owned(),
+        upgrade_sock: upgrade_sock(config).to_string_lossy().into_owned(),
         pid_file: std::env::temp_dir()
-            .join(format!("hookgate-{}.pid", config.listen.port()))
+            .join(format!("hookgate-{}.pid", first_port(config)))
             .to_string_lossy()
             .into_owned(),
         grace_period_seconds: Some(1),
@@ -34,44 +46,183 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-/// Builds the server for `config`, ready to run.
-pub fn build(config: &Config) -> Server {
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(config));
+/// The socket a process started with `--upgrade` receives the listening sockets on.
+pub fn upgrade_sock(config: &Config) -> PathBuf {
+    std::env::temp_dir().join(format!("hookgate-upgrade-{}.sock", first_port(config)))
+}
+
+/// The port of the first proxy listener: unique per gateway on a machine, so it names the
+/// upgrade socket and the pid file.
+fn first_port(config: &Config) -> u16 {
+    config.proxy_addrs()[0].port()
+}
+
+/// A server for `config` (read from `path`, which reloads read again), ready to run, and what
+/// must happen when it stops. With `upgrade`, this waits for the sockets of the running
+/// gateway (sent when it gets SIGQUIT) before it reads the dedup snapshot. Fails only if
+/// OpenSSL refuses the TLS listener's settings.
+pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Server, Lifecycle)> {
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config));
+    // With --upgrade, this is where the old process's sockets arrive; it writes its snapshot
+    // before sending them, so the snapshot read below is that process's last word.
     server.bootstrap();
 
     let metrics = Arc::new(Metrics::new());
+    metrics.record_config_loaded();
     let clock = crate::clock::system();
+    let snapshot_path = config.state.snapshot_path().map(Path::to_path_buf);
+    let snapshot = snapshot_path.as_deref().and_then(read_snapshot);
     // Memory or Redis per `config.state`; Redis is connected on first use, never here.
-    let state = Arc::new(State::new(config, clock.clone(), &metrics));
-    let gateway = Gateway::new(config, &metrics, state.clone(), clock);
-    let route_metrics = config
-        .routes
-        .iter()
-        .map(|r| metrics.route(&r.name))
-        .collect();
-    let maintenance = background_service(
-        "hookgate state maintenance",
-        Maintenance::new(state.clone(), route_metrics),
-    );
+    let state = Arc::new(State::with_snapshot(
+        config,
+        clock.clone(),
+        &metrics,
+        snapshot,
+    ));
+    let live: Live = Arc::new(ArcSwap::from_pointee(Runtime::new(
+        config, &metrics, state, &clock,
+    )));
+
+    let gateway = Gateway::new(live.clone(), &metrics, clock.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "hookgate proxy",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    if let Some(listen) = config.listen {
+        proxy.add_tcp(&listen.to_string());
+    }
+    let cert_store = match &config.listen_tls {
+        Some(tls) => {
+            let store = Arc::new(CertStore::new(tls.cert.clone()));
+            let settings = crate::tls::listener_settings(store.clone(), tls.min_version)?;
+            proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
+            Some(store)
+        }
+        None => None,
+    };
 
-    let readiness = Arc::new(Readiness::new(config.listen, state));
-    let mut admin = Service::new("hookgate admin".to_string(), Admin::new(metrics, readiness));
+    let tls_addr = config.listen_tls.as_ref().map(|tls| tls.addr);
+    let readiness = Arc::new(Readiness::new(config.listen, tls_addr, live.clone()));
+    let mut admin = Service::new(
+        "hookgate admin".to_string(),
+        Admin::new(metrics.clone(), readiness.clone()),
+    );
     admin.threads = Some(1);
     admin.add_tcp(&config.admin_listen.to_string());
+
+    let maintenance =
+        background_service("hookgate state maintenance", Maintenance::new(live.clone()));
+    let reloader = Arc::new(Reloader::new(
+        path,
+        config,
+        live.clone(),
+        cert_store,
+        metrics,
+        clock,
+    ));
+    let watcher = background_service(
+        "hookgate config watcher",
+        ConfigWatcher::new(reloader, readiness.clone()),
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(maintenance);
-    server
+    server.add_service(watcher);
+    let lifecycle = Lifecycle {
+        live,
+        readiness,
+        snapshot_path,
+    };
+    Ok((server, lifecycle))
 }
 
-/// Runs the gateway until a signal stops it (SIGTERM graceful, SIGINT fast, SIGQUIT upgrade).
-pub fn run(config: &Config) -> ! {
-    build(config).run_forever()
+/// Runs the gateway until a signal stops it, then saves the dedup snapshot and exits.
+pub fn run(config: &Config, path: &Path, upgrade: bool) -> ! {
+    let (server, lifecycle) = match build(config, path, upgrade) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("hookgate: cannot start: {e}");
+            std::process::exit(1)
+        }
+    };
+    let lifecycle = Arc::new(lifecycle);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals(lifecycle.clone())),
+    });
+    // Every runtime has stopped: no request can commit anything any more.
+    lifecycle.save_snapshot();
+    std::process::exit(0)
+}
+
+/// What the gateway does around its shutdown.
+pub struct Lifecycle {
+    live: Live,
+    readiness: Arc<Readiness>,
+    snapshot_path: Option<PathBuf>,
+}
+
+impl Lifecycle {
+    /// Writes the memory backend's delivered IDs to `state.snapshot_path`, if set. A failure
+    /// is logged: the next start then begins without them.
+    pub fn save_snapshot(&self) {
+        let Some(path) = &self.snapshot_path else {
+            return;
+        };
+        let Some(snapshot) = self.live.load().state.snapshot() else {
+            return;
+        };
+        match snapshot.write(path) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                records = snapshot.len(),
+                "dedup snapshot written"
+            ),
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "cannot write the dedup snapshot")
+            }
+        }
+    }
+}
+
+/// Pingora's signals, with what hookgate does first: fail `/readyz` (SIGTERM, SIGQUIT) and save
+/// the snapshot for the process taking over (SIGQUIT).
+struct Signals(Arc<Lifecycle>);
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let signal = pingora::server::UnixShutdownSignalWatch.recv().await;
+        match signal {
+            ShutdownSignal::GracefulUpgrade => {
+                self.0.readiness.start_draining();
+                let lifecycle = self.0.clone();
+                let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
+            }
+            ShutdownSignal::GracefulTerminate => self.0.readiness.start_draining(),
+            ShutdownSignal::FastShutdown => {}
+        }
+        signal
+    }
+}
+
+/// The snapshot at `path`, if there is a usable one. A missing file is a first start; a
+/// damaged or foreign one is logged and ignored (the gateway starts without it).
+fn read_snapshot(path: &Path) -> Option<Snapshot> {
+    match Snapshot::read(path) {
+        Ok(Some(snapshot)) => {
+            tracing::info!(path = %path.display(), records = snapshot.len(), "dedup snapshot loaded");
+            Some(snapshot)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "ignoring the dedup snapshot; starting without it");
+            None
+        }
+    }
 }

@@ -401,24 +401,28 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
     assert_eq!(upstream.requests().len(), 2);
 }
 
+/// Writes `yaml` to `path` and runs `hookgate check` on it: (success, stdout, stderr).
+fn check(path: &std::path::Path, yaml: &str) -> (bool, String, String) {
+    std::fs::write(path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 #[test]
 fn check_shows_the_state_backend_without_its_password_or_secret() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("redis.yaml");
-    std::fs::write(
+    let route = "routes:\n  - name: a\n    path: /a\n    upstream: http://127.0.0.1:3000\n    verify:\n      secrets: [whsec_x]\n";
+    let (ok, stdout, _) = check(
         &path,
-        format!(
-            "state:\n  backend: redis\n  redis_url: redis://:hunter2@127.0.0.1:6390/2\n  key_secret: {KEY_SECRET}\n  on_error: fail_open\nroutes:\n  - name: a\n    path: /a\n    upstream: http://127.0.0.1:3000\n    verify:\n      secrets: [whsec_x]\n"
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+        &format!("state:\n  backend: redis\n  redis_url: redis://:hunter2@127.0.0.1:6390/2\n  key_secret: {KEY_SECRET}\n  on_error: fail_open\n{route}"),
+    );
+    assert!(ok, "{stdout}");
     assert!(
         stdout.contains(
             "state: redis redis://<credentials>@127.0.0.1:6390/2 (timeout 50ms, on error fail_open, keys hookgate:*)"
@@ -430,17 +434,143 @@ fn check_shows_the_state_backend_without_its_password_or_secret() {
         "{stdout}"
     );
 
-    std::fs::write(&path, "state:\n  backend: redis\n  redis_url: rediss://:hunter2@cache:6380\n  key_secret: {KEY_SECRET}\nroutes: []\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let (ok, _, stderr) = check(
+        &path,
+        &format!("state:\n  backend: redis\n  redis_url: rediss://:hunter2@cache:6380/#insecure\n  key_secret: {KEY_SECRET}\nroutes: []\n"),
+    );
+    assert!(!ok);
     assert!(
-        stderr.contains(":3:") && stderr.contains("`rediss://` (TLS) is not supported"),
+        stderr.contains(":3:") && stderr.contains("`#insecure` is not accepted"),
         "{stderr}"
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let pki = common::pki::Pki::new(dir.path(), "redis");
+    let (ok, stdout, _) = check(
+        &path,
+        &format!(
+            "state:\n  backend: redis\n  redis_url: rediss://:hunter2@cache:6380\n  key_secret: {KEY_SECRET}\n  tls:\n    ca: {}\n{route}",
+            pki.ca.display()
+        ),
+    );
+    assert!(ok, "{stdout}");
+    let shown = format!(
+        "state: redis rediss://<credentials>@cache:6380/0 (timeout 50ms, on error fail_closed, keys hookgate:*, TLS trusting CA {})",
+        pki.ca.display()
+    );
+    assert!(stdout.contains(&shown), "{stdout}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rediss://: TLS to Redis
+
+/// The `state` block for a `rediss://` URL of `redis`, with `tls` lines (indented by four).
+fn tls_state_yaml(redis: &RedisServer, on_error: &str, tls: &[String]) -> String {
+    let mut yaml = format!(
+        "state:\n  backend: redis\n  redis_url: {}\n  key_secret: {KEY_SECRET}\n  timeout: 1s\n  on_error: {on_error}\n",
+        redis.tls_url()
+    );
+    if !tls.is_empty() {
+        yaml.push_str("  tls:\n");
+        for line in tls {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn rediss_with_the_servers_ca_shares_dedup_and_limits_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path(), "redis");
+    let redis = RedisServer::start_tls(&pki, false);
+    let upstream = Upstream::start().await;
+    let tls = [format!("ca: {}", pki.ca.display())];
+    let extra = format!(
+        "upstream_timeout: 2s\n{}",
+        tls_state_yaml(&redis, "fail_closed", &tls)
+    );
+    let routes = route(&upstream, "    tier: free\n    dedup: {}\n");
+    let a = Gateway::start(&routes, &extra).await;
+    let b = Gateway::start(&routes, &extra).await;
+
+    assert_eq!(a.deliver(PATH, "evt-tls", BODY).await.status, 200);
+    assert!(is_duplicate(&b.deliver(PATH, "evt-tls", BODY).await));
+    assert_eq!(upstream.requests().len(), 1);
+    // The records are in the server the gateways reached only through its TLS port.
+    let keys: Vec<String> = redis.cmd(&["KEYS", "hookgate:*"]);
+    assert_eq!(keys.iter().filter(|k| k.contains(":dedup:")).count(), 1);
+    assert_eq!(keys.iter().filter(|k| k.contains(":rate:")).count(), 1);
+    for op in ["admit", "commit"] {
+        let series = format!("hookgate_state_errors_total{{backend=\"redis\",op=\"{op}\"}}");
+        assert!(a.metrics().await.contains(&format!("{series} 0")), "{op}");
+    }
+}
+
+#[tokio::test]
+async fn rediss_with_a_client_certificate_passes_tls_auth_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path(), "redis");
+    let redis = RedisServer::start_tls(&pki, true);
+    let upstream = Upstream::start().await;
+    let routes = route(&upstream, "    dedup: {}\n");
+
+    let tls = [
+        format!("ca: {}", pki.ca.display()),
+        format!("cert: {}", pki.client_cert.display()),
+        format!("key: {}", pki.client_key.display()),
+    ];
+    let extra = format!(
+        "upstream_timeout: 2s\n{}",
+        tls_state_yaml(&redis, "fail_closed", &tls)
+    );
+    let gw = Gateway::start(&routes, &extra).await;
+    assert_eq!(gw.deliver(PATH, "evt-mtls", BODY).await.status, 200);
+    assert!(is_duplicate(&gw.deliver(PATH, "evt-mtls", BODY).await));
+    assert_eq!(upstream.requests().len(), 1);
+
+    // Without the client certificate the server refuses the handshake: fail_closed answers 503
+    // and the gateway never becomes ready.
+    let tls = [format!("ca: {}", pki.ca.display())];
+    let extra = format!(
+        "upstream_timeout: 2s\n{}",
+        tls_state_yaml(&redis, "fail_closed", &tls)
+    );
+    let refused = Gateway::start_unready(&routes, &extra).await;
+    let resp = refused.deliver(PATH, "evt-mtls-2", BODY).await;
+    assert_eq!(resp.status, 503, "{:?}", resp.json());
+    assert_eq!(resp.json()["error"], "state_unavailable");
+    assert_eq!(get(refused.admin, "/readyz").await.unwrap().status, 503);
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn rediss_refuses_a_server_certificate_from_an_unknown_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path(), "redis");
+    let other = common::pki::Pki::new(dir.path(), "other");
+    let redis = RedisServer::start_tls(&pki, false);
+    let upstream = Upstream::start().await;
+    let routes = route(&upstream, "    dedup: {}\n");
+
+    // Trusting another CA (and, without `tls`, the system's roots): the handshake fails.
+    for tls in [vec![format!("ca: {}", other.ca.display())], vec![]] {
+        let extra = format!(
+            "upstream_timeout: 2s\n{}",
+            tls_state_yaml(&redis, "fail_closed", &tls)
+        );
+        let gw = Gateway::start_unready(&routes, &extra).await;
+        let resp = gw.deliver(PATH, "evt-unknown-ca", BODY).await;
+        assert_eq!(resp.status, 503, "{:?}", resp.json());
+        assert_eq!(get(gw.admin, "/readyz").await.unwrap().status, 503);
+        let errors = metric(
+            &gw,
+            "hookgate_state_errors_total{backend=\"redis\",op=\"admit\"}",
+        )
+        .await;
+        assert!(errors >= 1.0, "admit errors: {errors}");
+    }
+    assert!(upstream.requests().is_empty());
+    let keys: Vec<String> = redis.cmd(&["KEYS", "*"]);
+    assert!(keys.is_empty(), "{keys:?}");
 }

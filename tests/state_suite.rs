@@ -1,6 +1,7 @@
 //! One suite, two backends: every test here runs unchanged against the memory backend and
-//! against the Redis backend (on a `redis-server` of its own), through the `Backend` trait the
-//! gateway uses. Both run on real time, with short leases and TTLs, polling with deadlines.
+//! against the Redis backend (on a `redis-server` of its own, over plain TCP and over TLS),
+//! through the `Backend` trait the gateway uses. All run on real time, with short leases and
+//! TTLs, polling with deadlines.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use hookgate::config::model::{OnStateError, RedisState, RedisUrl, Secret};
+use hookgate::config::model::{OnStateError, PemFile, RedisState, RedisTls, RedisUrl, Secret};
 use hookgate::dedup::{
     Claim, ClaimOutcome, DedupPolicy, DeliveryKey, DeliveryStore, IdSource, KeyHasher,
 };
@@ -27,6 +28,8 @@ const FREE: NonZeroU32 = NonZeroU32::new(60).unwrap();
 struct Fixture {
     backend: Arc<dyn Backend>,
     _redis: Option<RedisServer>,
+    /// The certificates of a TLS Redis.
+    _pki: Option<tempfile::TempDir>,
 }
 
 impl Fixture {
@@ -57,27 +60,57 @@ fn memory() -> Fixture {
     Fixture {
         backend: Arc::new(MemoryBackend::new(&policies(), hookgate::clock::system())),
         _redis: None,
+        _pki: None,
     }
 }
 
 fn redis() -> Fixture {
     let server = RedisServer::start();
+    let url = server.url();
+    redis_fixture(server, &url, None, None)
+}
+
+/// The Redis backend over `rediss://`, trusting the test CA that signed the server's certificate.
+fn redis_tls() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new(dir.path(), "suite");
+    let server = RedisServer::start_tls(&pki, false);
+    let tls = RedisTls {
+        ca: Some(PemFile {
+            pem: std::fs::read(&pki.ca).unwrap(),
+            path: pki.ca.clone(),
+        }),
+        client: None,
+    };
+    let url = server.tls_url();
+    redis_fixture(server, &url, Some(tls), Some(dir))
+}
+
+fn redis_fixture(
+    server: RedisServer,
+    url: &str,
+    tls: Option<RedisTls>,
+    pki: Option<tempfile::TempDir>,
+) -> Fixture {
     let settings = RedisState {
-        url: RedisUrl::parse(&server.url()).unwrap(),
+        url: RedisUrl::parse(url).unwrap(),
         // Generous: a loaded CI machine must not turn a slow answer into a failed test.
         timeout: Duration::from_secs(2),
         on_error: OnStateError::FailClosed,
         key_prefix: "suite".into(),
         key_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+        tls: tls.map(Box::new),
     };
     let backend = RedisBackend::new(&settings, &policies(), Metrics::new().state("redis"));
     Fixture {
         backend: Arc::new(backend),
         _redis: Some(server),
+        _pki: pki,
     }
 }
 
-/// Runs each listed test against both backends: `memory::<test>` and `redis::<test>`.
+/// Runs each listed test against both backends: `memory::<test>`, `redis::<test>` and
+/// `redis_tls::<test>`.
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -93,6 +126,14 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(super::redis()).await
+                }
+            )*
+        }
+        mod redis_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::redis_tls()).await
                 }
             )*
         }

@@ -62,6 +62,10 @@ pub(crate) enum RouteKey {
     RateLimitKey,
     /// The `dedup` mapping (raised once the mapping is read: its first line).
     Dedup,
+    /// The `upstream` value (an https upstream at an IP address without `sni`).
+    Upstream,
+    /// The `upstream_tls` mapping (set for an `http://` upstream; its first line).
+    UpstreamTls,
 }
 
 impl RouteKey {
@@ -70,6 +74,8 @@ impl RouteKey {
             Self::Tier => "tier",
             Self::RateLimitKey => "rate_limit_key",
             Self::Dedup => "dedup",
+            Self::Upstream => "upstream",
+            Self::UpstreamTls => "upstream_tls",
         }
     }
 }

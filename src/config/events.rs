@@ -6,6 +6,7 @@
 //!   routes:                                      # per-event upstreams; first match wins
 //!     - match: [message.received]
 //!       upstream: http://127.0.0.1:3001
+//!       upstream_tls: { ca: ca.pem }              # only for https://; as a route's
 //!   validate: true                               # check payloads against the schemas
 //!   schemas: config/schemas                      # absent: the shipped schemas, built in
 //! ```
@@ -24,6 +25,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use super::model::Scheme;
+use super::tls::UpstreamTlsFile;
 use super::value::{parse_scalar, UpstreamUrl};
 use crate::events::{check_event_name, scheme_event_header, EventRoute, EventsConfig, Schemas};
 
@@ -284,9 +286,10 @@ impl<'de> Visitor<'de> for RoutesSeed<'_> {
 enum RouteKey {
     Match,
     Upstream,
+    UpstreamTls,
 }
 
-const ROUTE_KEYS: &[&str] = &["match", "upstream"];
+const ROUTE_KEYS: &[&str] = &["match", "upstream", "upstream_tls"];
 
 /// One entry of `events.routes`.
 struct RouteSeed<'a> {
@@ -306,12 +309,15 @@ impl<'de> Visitor<'de> for RouteSeed<'_> {
     type Value = EventRoute;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping with `match` (event types) and `upstream`")
+        f.write_str(
+            "a mapping with `match` (event types), `upstream` and optionally `upstream_tls`",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventRoute, A::Error> {
         let mut events = None;
         let mut upstream = None;
+        let mut upstream_tls = None;
         while let Some(key) = map.next_key::<RouteKey>()? {
             match key {
                 RouteKey::Match => {
@@ -326,11 +332,17 @@ impl<'de> Visitor<'de> for RouteSeed<'_> {
                     let url: UpstreamUrl = map.next_value()?;
                     once(&mut upstream, "upstream", url.0)?
                 }
+                RouteKey::UpstreamTls => {
+                    let tls: UpstreamTlsFile = map.next_value()?;
+                    once(&mut upstream_tls, "upstream_tls", tls)?
+                }
             }
         }
-        Ok(EventRoute {
-            events: events.ok_or_else(|| de::Error::missing_field("match"))?,
-            upstream: upstream.ok_or_else(|| de::Error::missing_field("upstream"))?,
-        })
+        let events = events.ok_or_else(|| de::Error::missing_field("match"))?;
+        let upstream = upstream.ok_or_else(|| de::Error::missing_field("upstream"))?;
+        // Both keys are known only now: a misfit is reported at the entry's first line.
+        let upstream = super::tls::combine(upstream, upstream_tls)
+            .map_err(|misfit| de::Error::custom(misfit.message()))?;
+        Ok(EventRoute { events, upstream })
     }
 }

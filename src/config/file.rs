@@ -15,7 +15,8 @@ use super::context::{self, RouteKey, SeenRoute};
 use super::model::IdSource;
 use super::value::{Algorithm, Encoding, SchemeName, SecretsSeed, SignaturePrefix, Template};
 use super::value::{
-    ByteLimit, HeaderName, ListenAddr, RouteName, RoutePath, Secrets, Threads, Timeout, UpstreamUrl,
+    ByteLimit, HeaderName, ListenAddr, RouteName, RoutePath, RouteUpstream, Secrets, Threads,
+    Timeout,
 };
 use super::value::{
     Capacity, IdSourceSeed, Missing, PerMinute, RateLimitKey, SourceKey, TierRef, TierTable,
@@ -26,7 +27,7 @@ pub mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::time::Duration;
 
-    /// `listen`: the proxy listener.
+    /// `listen`: the plain-HTTP proxy listener, when neither `listen` nor `listen_tls` is set.
     pub const LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
     /// `admin_listen`: `/metrics`, `/healthz`, `/readyz`.
     pub const ADMIN_LISTEN: SocketAddr =
@@ -60,8 +61,11 @@ pub mod defaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
-    #[serde(default = "default_listen")]
-    pub listen: ListenAddr,
+    /// `None`: the default address, unless `listen_tls` is set (then no plain listener).
+    #[serde(default)]
+    pub listen: Option<ListenAddr>,
+    #[serde(default)]
+    pub listen_tls: Option<super::tls::ListenTlsFile>,
     #[serde(default = "default_admin_listen")]
     pub admin_listen: ListenAddr,
     #[serde(default = "default_threads")]
@@ -91,7 +95,11 @@ pub(crate) struct Config {
 pub(crate) struct Route {
     pub name: RouteName,
     pub path: RoutePath,
-    pub upstream: UpstreamUrl,
+    pub upstream: RouteUpstream,
+    /// Only for an `https://` upstream; `None`: the defaults (verified against the system's
+    /// roots, the URL's host as SNI).
+    #[serde(default)]
+    pub upstream_tls: Option<super::tls::RouteUpstreamTls>,
     /// Overrides the top-level `max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<ByteLimit>,
@@ -451,10 +459,6 @@ impl<'de> Deserialize<'de> for Routes {
         }
         deserializer.deserialize_seq(RoutesVisitor).map(Self)
     }
-}
-
-fn default_listen() -> ListenAddr {
-    ListenAddr(defaults::LISTEN)
 }
 
 fn default_admin_listen() -> ListenAddr {

@@ -15,12 +15,14 @@ use super::file;
 use super::model::{Config, Route, VerifyConfig};
 use super::model::{DedupPolicy, IdSource, LimitKey, RateLimit, ReplayWindow, Tiers};
 use super::model::{HmacAlgorithm, HmacScheme, Scheme, SignatureEncoding, SignedContent};
+use super::tls::Misfit;
 use super::value::{RateLimitKey, SchemeName, TierRef};
 use crate::verify::DeliveryIdSource;
 
 pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
     let file::Config {
         listen,
+        listen_tls,
         admin_listen,
         threads,
         max_body_bytes,
@@ -50,14 +52,19 @@ pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
             .map(|dedup| lower_dedup(dedup, &verify))
             .transpose()
             .map_err(|message| failed(RouteKey::Dedup, message));
-        let (Ok(rate_limit), Ok(dedup)) = (rate_limit, dedup) else {
+        let upstream = super::tls::combine(route.upstream.0, route.upstream_tls.map(|t| t.0))
+            .map_err(|misfit| match misfit {
+                Misfit::TlsOnPlainHttp(m) => failed(RouteKey::UpstreamTls, m),
+                Misfit::IpWithoutSni(m) => failed(RouteKey::Upstream, m),
+            });
+        let (Ok(rate_limit), Ok(dedup), Ok(upstream)) = (rate_limit, dedup, upstream) else {
             continue;
         };
         let events = route.events.map(|events| events.lower(&verify.scheme));
         lowered.push(Route {
             name: route.name.0,
             path: route.path.0,
-            upstream: route.upstream.0,
+            upstream,
             max_body_bytes: route.max_body_bytes.unwrap_or(max_body_bytes).0,
             body_timeout: route.body_timeout.unwrap_or(body_timeout).0,
             verify,
@@ -73,8 +80,16 @@ pub(crate) fn lower(file: file::Config) -> Result<Config, Vec<Deferred>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    let listen_tls = listen_tls.map(|tls| tls.0);
+    // The default plain listener only when no listener is configured at all.
+    let listen = match (listen, &listen_tls) {
+        (Some(listen), _) => Some(listen.0),
+        (None, None) => Some(file::defaults::LISTEN),
+        (None, Some(_)) => None,
+    };
     Ok(Config {
-        listen: listen.0,
+        listen,
+        listen_tls,
         admin_listen: admin_listen.0,
         threads: threads.0,
         upstream_timeout: upstream_timeout.0,

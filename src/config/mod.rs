@@ -14,11 +14,17 @@
 //!   key: the repeated key (`scan`);
 //! - an empty `routes` or `secrets` list: the list;
 //! - a missing key: the first line of the mapping that lacks it;
+//! - a certificate, key or CA file that can't be read or parsed: its `cert`, `key` or `ca`
+//!   value, naming the file; a key that doesn't belong to the certificate: the `listen_tls`
+//!   mapping's first line, naming both files (`tls`);
 //! - a YAML syntax error: where libyaml detected it;
 //! - what only the whole file tells (an unknown `tier`, `rate_limit_key` without `tier`, a
-//!   `dedup` block without an ID source on a scheme that defines none): lowering finds it, then
-//!   the file is read again with that error planted at its key (`context::Deferred`), so it
-//!   points at the `tier` or `rate_limit_key` value, or at the `dedup` mapping's first line.
+//!   `dedup` block without an ID source on a scheme that defines none, `upstream_tls` on an
+//!   `http://` upstream, an `https://` upstream at an IP address without `sni`): lowering finds
+//!   it, then the file is read again with that error planted at its key (`context::Deferred`),
+//!   so it points at the `tier`, `rate_limit_key` or `upstream` value, or at the `dedup` or
+//!   `upstream_tls` mapping's first line;
+//! - `listen_tls.addr` equal to `listen`: no position (both are plain values of the document).
 
 mod context;
 mod env;
@@ -27,8 +33,10 @@ mod events;
 mod file;
 mod lower;
 pub mod model;
+mod pem;
 mod scan;
 mod state;
+mod tls;
 mod value;
 mod warn;
 
@@ -40,7 +48,9 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use file::defaults;
-pub use model::{Config, PathPattern, Route, Secret, Upstream, VerifyConfig};
+pub use model::{
+    Config, ListenTls, PathPattern, Route, Secret, Upstream, UpstreamTls, VerifyConfig,
+};
 pub use warn::warnings;
 
 /// Loads the config file at `path`, expanding `${NAME}` from the process environment.
@@ -62,7 +72,19 @@ pub fn parse(
 ) -> Result<Config, ConfigError> {
     let snapshot = env_snapshot(text, origin, env)?;
     let file = read(text, origin, snapshot.clone(), Vec::new())?;
-    lower::lower(file).map_err(|deferred| place(text, origin, snapshot, deferred))
+    let config = lower::lower(file).map_err(|deferred| place(text, origin, snapshot, deferred))?;
+    if let (Some(plain), Some(tls)) = (config.listen, &config.listen_tls) {
+        if plain == tls.addr {
+            return Err(ConfigError {
+                key: Some("listen_tls.addr".to_string()),
+                ..ConfigError::file(
+                    origin,
+                    format!("`{plain}` is also `listen`: the two listeners need different ports"),
+                )
+            });
+        }
+    }
+    Ok(config)
 }
 
 /// Deserializes `text` with `env` (and, on a second reading, the `deferred` errors to raise).

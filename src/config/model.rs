@@ -16,8 +16,11 @@ pub use crate::ratelimit::{LimitKey, RateLimit, Tiers};
 /// The whole gateway configuration, valid by construction.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the proxy listens for webhooks.
-    pub listen: SocketAddr,
+    /// Where the proxy listens for webhooks over plain HTTP (`listen`). `None` only when
+    /// `listen_tls` is set and `listen` is not: there is always at least one listener.
+    pub listen: Option<SocketAddr>,
+    /// Where the proxy listens for webhooks over TLS (`listen_tls`); `None`: no TLS listener.
+    pub listen_tls: Option<ListenTls>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin_listen: SocketAddr,
     /// Worker threads of the proxy service.
@@ -36,22 +39,63 @@ pub struct Config {
     pub state: StateConfig,
 }
 
+impl Config {
+    /// Every proxy listener's address: the plain one first, then the TLS one (at least one).
+    pub fn proxy_addrs(&self) -> Vec<SocketAddr> {
+        self.listen
+            .into_iter()
+            .chain(self.listen_tls.as_ref().map(|tls| tls.addr))
+            .collect()
+    }
+}
+
+/// The TLS listener (`listen_tls`): its address, lowest version and identity.
+#[derive(Debug, Clone)]
+pub struct ListenTls {
+    /// Where the TLS listener binds; never the same as `listen`.
+    pub addr: SocketAddr,
+    /// The lowest TLS version accepted (default 1.2). HTTP/2 and HTTP/1.1 are offered by ALPN.
+    pub min_version: crate::tls::TlsVersion,
+    /// The certificate chain and its key, read and checked when the file was loaded. Handed to
+    /// the listener's [`crate::tls::CertStore`] at start, and again on a reload.
+    pub cert: std::sync::Arc<crate::tls::ServerCert>,
+}
+
 /// Where the state of the stateful checks (dedup records, rate-limit buckets) lives.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateConfig {
     /// In this process's memory (the default): each gateway deduplicates and limits alone.
-    #[default]
-    Memory,
+    Memory {
+        /// Where the delivered IDs are saved at shutdown and upgrade, and read at start
+        /// (`state.snapshot_path`); `None`: a restart forgets them.
+        snapshot_path: Option<std::path::PathBuf>,
+    },
     /// In a Redis server that every replica shares.
     Redis(RedisState),
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self::Memory {
+            snapshot_path: None,
+        }
+    }
 }
 
 impl StateConfig {
     /// The name used in the config file (`state.backend`).
     pub fn backend_name(&self) -> &'static str {
         match self {
-            Self::Memory => "memory",
+            Self::Memory { .. } => "memory",
             Self::Redis(_) => "redis",
+        }
+    }
+
+    /// `state.snapshot_path`, with the memory backend.
+    pub fn snapshot_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Memory { snapshot_path } => snapshot_path.as_deref(),
+            Self::Redis(_) => None,
         }
     }
 }
@@ -69,6 +113,43 @@ pub struct RedisState {
     /// The secret every replica hashes delivery IDs and rate-limit keys with, so that they
     /// name the same things alike. Never sent to Redis.
     pub key_secret: Secret,
+    /// Certificates for a `rediss://` URL; `None` with `rediss://` trusts the system's roots.
+    pub tls: Option<Box<RedisTls>>,
+}
+
+/// `state.tls`: how a `rediss://` connection checks the server and proves the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// The CA certificates that sign the server's certificate, instead of the system's roots.
+    pub ca: Option<PemFile>,
+    /// A client certificate chain and its private key, for Redis's `tls-auth-clients yes`.
+    pub client: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and the private key that matches it (checked at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert: PemFile,
+    pub key: PemFile,
+}
+
+/// A PEM file read at load time. `Debug` shows its path and size, never its contents (it may
+/// be a private key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    pub path: std::path::PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PemFile({}, {} bytes)",
+            self.path.display(),
+            self.pem.len()
+        )
+    }
 }
 
 /// `state.on_error`: what a request gets when the shared state cannot answer.
@@ -92,37 +173,47 @@ impl OnStateError {
     }
 }
 
-/// A Redis server's URL, `redis://[user:password@]host[:port][/db]`. `Display` and `Debug` show
-/// it without its password.
+/// A Redis server's URL, `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS.
+/// `Display` and `Debug` show it without its password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     url: String,
     shown: String,
+    tls: bool,
 }
 
 impl RedisUrl {
-    /// Parses and checks a URL. `rediss://` (TLS) is refused: this build has no TLS client for
-    /// Redis. Error messages never quote the URL, which may hold a password.
+    /// Parses and checks a URL. Error messages never quote the URL, which may hold a password.
+    /// The redis crate's `#insecure` fragment (no certificate check) is refused: a CA that
+    /// signs the server's certificate goes in `state.tls.ca` instead.
     pub fn parse(text: &str) -> Result<Self, String> {
-        const EXPECTED: &str = "expected `redis://[user:password@]host[:port][/db]`";
+        const EXPECTED: &str =
+            "expected `redis://[user:password@]host[:port][/db]` or `rediss://…`";
         let scheme = text.split_once("://").map(|(scheme, _)| scheme);
-        match scheme {
-            Some(s) if s.eq_ignore_ascii_case("redis") => {}
-            Some(s) if s.eq_ignore_ascii_case("rediss") => {
-                return Err(
-                    "`rediss://` (TLS) is not supported: this build has no TLS client for \
-                     Redis; use `redis://` to a Redis on a trusted network, or a local TLS \
-                     tunnel (e.g. stunnel) in front of a remote one"
-                        .to_string(),
-                )
-            }
+        let tls = match scheme {
+            Some(s) if s.eq_ignore_ascii_case("redis") => false,
+            Some(s) if s.eq_ignore_ascii_case("rediss") => true,
             Some(_) => return Err(format!("unsupported scheme; {EXPECTED}")),
             None => return Err(format!("no scheme; {EXPECTED}")),
+        };
+        if text.contains('#') {
+            return Err(
+                "a fragment such as `#insecure` is not accepted: the server's certificate is \
+                 always verified; give its CA in `state.tls.ca`"
+                    .to_string(),
+            );
         }
         let info = redis::IntoConnectionInfo::into_connection_info(text)
             .map_err(|_| format!("not a valid Redis URL; {EXPECTED}"))?;
-        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
-            return Err(format!("not a plain TCP Redis URL; {EXPECTED}"));
+        let (host, port) = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) if !tls => (host, port),
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                ..
+            } if tls => (host, port),
+            _ => return Err(format!("not a TCP Redis URL; {EXPECTED}")),
         };
         if host.is_empty() {
             return Err(format!("the URL has no host; {EXPECTED}"));
@@ -138,10 +229,17 @@ impl RedisUrl {
         } else {
             host.clone()
         };
+        let scheme = if tls { "rediss" } else { "redis" };
         Ok(Self {
             url: text.to_string(),
-            shown: format!("redis://{user}{host}:{port}/{}", settings.db()),
+            shown: format!("{scheme}://{user}{host}:{port}/{}", settings.db()),
+            tls,
         })
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The whole URL, credentials included: only for connecting.
@@ -250,13 +348,28 @@ impl fmt::Display for PathPattern {
     }
 }
 
-/// A plain-HTTP upstream, resolved at load time.
+/// An upstream (`http://` or `https://`), resolved at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// The URL as configured (scheme and authority only), for display.
     pub url: String,
     /// Resolved socket address to connect to.
     pub addr: SocketAddr,
+    /// `Some` for an `https://` upstream: how its certificate is checked. `None`: plain HTTP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How hookgate talks TLS to an `https://` upstream (the route's `upstream_tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The host name sent as SNI and, with `verify`, checked against the certificate. Default:
+    /// the URL's host. Never empty when `verify` is true (an IP-address URL needs `sni`).
+    pub sni: String,
+    /// Whether the certificate must chain to a trusted root and name `sni` (default true).
+    /// False skips every check of the certificate.
+    pub verify: bool,
+    /// The roots to trust instead of the system's (`ca`); `None`: the system's roots.
+    pub ca: Option<crate::tls::CaBundle>,
 }
 
 /// Signature verification settings of one route.
@@ -582,8 +695,13 @@ mod tests {
         assert!(!format!("{url:?}").contains("hunter2"));
         let url = RedisUrl::parse("redis://127.0.0.1").unwrap();
         assert_eq!(url.to_string(), "redis://127.0.0.1:6379/0");
+        let url = RedisUrl::parse("rediss://user:hunter2@cache:6380/1").unwrap();
+        assert!(url.is_tls());
+        assert_eq!(url.to_string(), "rediss://<credentials>@cache:6380/1");
+        assert!(!RedisUrl::parse("redis://cache").unwrap().is_tls());
         for bad in [
-            "rediss://:hunter2@cache:6380",
+            "rediss://:hunter2@cache:6380/#insecure",
+            "redis://:hunter2@cache:6380/#x",
             "http://hunter2@cache",
             "cache:6379",
             "redis://",
@@ -592,9 +710,9 @@ mod tests {
             let err = RedisUrl::parse(bad).unwrap_err();
             assert!(!err.contains("hunter2"), "{bad}: {err}");
         }
-        assert!(RedisUrl::parse("rediss://cache")
+        assert!(RedisUrl::parse("rediss://cache/#insecure")
             .unwrap_err()
-            .contains("TLS"));
+            .contains("always verified"));
     }
 
     #[test]

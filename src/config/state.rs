@@ -8,6 +8,10 @@
 //!   timeout: 50ms                        # per call
 //!   on_error: fail_closed                # fail_closed | fail_open
 //!   key_prefix: hookgate
+//!   tls:                                 # only with rediss://; every key optional
+//!     ca: /etc/hookgate/redis-ca.pem     # default: the system's roots
+//!     cert: /etc/hookgate/redis-client.pem   # client certificate, with `key`
+//!     key: /etc/hookgate/redis-client.key
 //! ```
 //!
 //! Read by hand, like `verify`: each value is checked inside its own visitor, so a bad URL or
@@ -21,7 +25,10 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::model::{OnStateError, RedisState, RedisUrl, Secret, StateConfig};
+use super::model::{
+    ClientIdentity, OnStateError, PemFile, RedisState, RedisTls, RedisUrl, Secret, StateConfig,
+};
+use super::pem;
 use super::value::{parse_scalar, Timeout};
 
 use super::file::defaults::{
@@ -45,6 +52,8 @@ enum StateKey {
     OnError,
     KeyPrefix,
     KeySecret,
+    Tls,
+    SnapshotPath,
 }
 
 const STATE_KEYS: &[&str] = &[
@@ -54,6 +63,8 @@ const STATE_KEYS: &[&str] = &[
     "on_error",
     "key_prefix",
     "key_secret",
+    "tls",
+    "snapshot_path",
 ];
 
 impl<'de> Deserialize<'de> for State {
@@ -78,6 +89,8 @@ impl<'de> Visitor<'de> for StateVisitor {
         let mut on_error: Option<OnErrorValue> = None;
         let mut key_prefix: Option<KeyPrefix> = None;
         let mut key_secret: Option<KeySecret> = None;
+        let mut tls: Option<TlsValue> = None;
+        let mut snapshot_path: Option<SnapshotPath> = None;
         while let Some(key) = map.next_key::<StateKey>()? {
             match key {
                 StateKey::Backend => once(&mut backend, "backend", map.next_value()?)?,
@@ -86,6 +99,10 @@ impl<'de> Visitor<'de> for StateVisitor {
                 StateKey::OnError => once(&mut on_error, "on_error", map.next_value()?)?,
                 StateKey::KeyPrefix => once(&mut key_prefix, "key_prefix", map.next_value()?)?,
                 StateKey::KeySecret => once(&mut key_secret, "key_secret", map.next_value()?)?,
+                StateKey::Tls => once(&mut tls, "tls", map.next_value()?)?,
+                StateKey::SnapshotPath => {
+                    once(&mut snapshot_path, "snapshot_path", map.next_value()?)?
+                }
             }
         }
         match backend.unwrap_or(BackendName::Memory) {
@@ -96,6 +113,7 @@ impl<'de> Visitor<'de> for StateVisitor {
                     ("on_error", on_error.is_some()),
                     ("key_prefix", key_prefix.is_some()),
                     ("key_secret", key_secret.is_some()),
+                    ("tls", tls.is_some()),
                 ];
                 if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
                     return Err(de::Error::custom(format!(
@@ -103,7 +121,9 @@ impl<'de> Visitor<'de> for StateVisitor {
                          its state in this process"
                     )));
                 }
-                Ok(State(StateConfig::Memory))
+                Ok(State(StateConfig::Memory {
+                    snapshot_path: snapshot_path.map(|p| p.0),
+                }))
             }
             BackendName::Redis => {
                 let url = redis_url.ok_or_else(|| {
@@ -119,7 +139,20 @@ impl<'de> Visitor<'de> for StateVisitor {
                          `${{HOOKGATE_STATE_KEY}}`, set from `openssl rand -hex 32`)"
                     ))
                 })?;
+                if snapshot_path.is_some() {
+                    return Err(de::Error::custom(
+                        "`snapshot_path` applies only to `backend: memory`; Redis keeps the \
+                         delivered IDs itself",
+                    ));
+                }
+                if tls.is_some() && !url.0.is_tls() {
+                    return Err(de::Error::custom(
+                        "`tls` applies only to a `rediss://` URL; `redis://` connects in plain \
+                         text",
+                    ));
+                }
                 Ok(State(StateConfig::Redis(RedisState {
+                    tls: tls.map(|t| Box::new(t.0)),
                     url: url.0,
                     timeout: timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
                     on_error: on_error.map_or(OnStateError::default(), |o| o.0),
@@ -234,6 +267,113 @@ impl<'de> Deserialize<'de> for KeySecret {
                 ));
             }
             Ok(Self(Secret::new(secret)))
+        })
+    }
+}
+
+/// `state.tls`: `ca`, and `cert` with `key`, each a PEM file read and checked at its line; a
+/// `cert` without `key` (or the reverse), or a key that isn't the certificate's, is an error at
+/// the mapping.
+#[derive(Debug)]
+struct TlsValue(RedisTls);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum TlsKey {
+    Ca,
+    Cert,
+    Key,
+}
+
+const TLS_KEYS: &[&str] = &["ca", "cert", "key"];
+
+impl<'de> Deserialize<'de> for TlsValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("Tls", TLS_KEYS, TlsVisitor)
+    }
+}
+
+struct TlsVisitor;
+
+impl<'de> Visitor<'de> for TlsVisitor {
+    type Value = TlsValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a `tls` mapping with `ca`, `cert` and `key` (each optional)")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<TlsValue, A::Error> {
+        let mut ca: Option<PemValue> = None;
+        let mut cert: Option<PemValue> = None;
+        let mut key: Option<PemValue> = None;
+        while let Some(name) = map.next_key::<TlsKey>()? {
+            match name {
+                TlsKey::Ca => once(&mut ca, "ca", map.next_value_seed(PemKind::Certificates)?)?,
+                TlsKey::Cert => once(
+                    &mut cert,
+                    "cert",
+                    map.next_value_seed(PemKind::Certificates)?,
+                )?,
+                TlsKey::Key => once(&mut key, "key", map.next_value_seed(PemKind::PrivateKey)?)?,
+            }
+        }
+        let client = match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                pem::check_pair(&cert.0, &key.0).map_err(de::Error::custom)?;
+                Some(ClientIdentity {
+                    cert: cert.0,
+                    key: key.0,
+                })
+            }
+            _ => {
+                return Err(de::Error::custom(
+                    "a client certificate needs both `cert` and `key`",
+                ))
+            }
+        };
+        Ok(TlsValue(RedisTls {
+            ca: ca.map(|c| c.0),
+            client,
+        }))
+    }
+}
+
+/// A PEM file path, read and checked as [`PemKind`] says.
+struct PemValue(PemFile);
+
+#[derive(Clone, Copy)]
+enum PemKind {
+    Certificates,
+    PrivateKey,
+}
+
+impl<'de> de::DeserializeSeed<'de> for PemKind {
+    type Value = PemValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<PemValue, D::Error> {
+        parse_scalar(deserializer, "the path of a PEM file", |path| {
+            match self {
+                PemKind::Certificates => pem::read_certificates(&path),
+                PemKind::PrivateKey => pem::read_private_key(&path),
+            }
+            .map(PemValue)
+        })
+    }
+}
+
+/// `state.snapshot_path`: a non-empty file path (the file itself need not exist yet).
+#[derive(Debug)]
+struct SnapshotPath(std::path::PathBuf);
+
+impl<'de> Deserialize<'de> for SnapshotPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_scalar(deserializer, "a file path", |text| {
+            let path = text.trim();
+            if path.is_empty() || path.ends_with('/') {
+                return Err("`snapshot_path` must be a file path".to_string());
+            }
+            Ok(Self(path.into()))
         })
     }
 }

@@ -23,8 +23,21 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// Certificates made once for this test run, in a directory that lives as long as the tests
+/// (`${TLS_DIR}` in the tests' environment).
+fn pki() -> &'static (tempfile::TempDir, crate::tls::testing::Pki) {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, crate::tls::testing::Pki)> =
+        std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::tls::testing::Pki::write(dir.path());
+        (dir, pki)
+    })
+}
+
 fn test_env(name: &str) -> Option<String> {
     match name {
+        "TLS_DIR" => Some(pki().0.path().display().to_string()),
         "SECRET" => Some("whsec_from_env".into()),
         "EMPTY" => Some(String::new()),
         "YAMLISH" => Some("a: b # c".into()),
@@ -98,6 +111,11 @@ fn golden_every_key_set() {
         "max_body_bytes: 2048",
         "upstream_timeout: 1m 30s",
         "body_timeout: 2s",
+        "listen_tls:",
+        "  addr: 0.0.0.0:9443",
+        "  cert: ${TLS_DIR}/server.crt",
+        "  key: ${TLS_DIR}/server.key",
+        "  min_version: '1.3'",
         "routes:",
         "  - name: dossiers",
         "    path: /webhooks/dossiers",
@@ -121,7 +139,8 @@ fn golden_every_key_set() {
         "      allow: [dossier.created, message.received, message.sent]",
         "      routes:",
         "        - match: [message.received, message.sent]",
-        "          upstream: http://127.0.0.1:3005",
+        "          upstream: https://127.0.0.1:3005",
+        "          upstream_tls: { verify: false }",
         "      validate: true",
         "      schemas: ${SCHEMAS}",
         "  - name: messages.v2",
@@ -134,7 +153,11 @@ fn golden_every_key_set() {
         "    events:",
         "  - name: payments",
         "    path: /webhooks/payments",
-        "    upstream: http://127.0.0.1:3001",
+        "    upstream: https://127.0.0.1:3001",
+        "    upstream_tls:",
+        "      ca: ${TLS_DIR}/ca.crt",
+        "      sni: App.Internal",
+        "      verify: true",
         "    dedup: { body_hash: true }",
         "    replay:",
         "      max_age: 5m",
@@ -143,7 +166,7 @@ fn golden_every_key_set() {
         "      secrets: [whsec_p]",
         "  - name: orders",
         "    path: /webhooks/orders",
-        "    upstream: http://127.0.0.1:3002",
+        "    upstream: HTTPS://localhost",
         "    dedup:",
         "    verify:",
         "      scheme: stripe",
@@ -163,8 +186,19 @@ fn golden_every_key_set() {
     let config = parse_ok(&text);
 
     let localhost_80 = ("localhost", 80).to_socket_addrs().unwrap().next().unwrap();
+    let localhost_443 = ("localhost", 443)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let pki = &pki().1;
     let expected = Config {
-        listen: "0.0.0.0:8443".parse().unwrap(),
+        listen: Some("0.0.0.0:8443".parse().unwrap()),
+        listen_tls: Some(ListenTls {
+            addr: "0.0.0.0:9443".parse().unwrap(),
+            min_version: crate::tls::TlsVersion::Tls13,
+            cert: std::sync::Arc::new(crate::tls::ServerCert::load(&pki.cert, &pki.key).unwrap()),
+        }),
         admin_listen: "[::1]:9191".parse().unwrap(),
         threads: NonZeroUsize::new(4).unwrap(),
         upstream_timeout: Duration::from_secs(90),
@@ -175,6 +209,7 @@ fn golden_every_key_set() {
                 upstream: Upstream {
                     url: "http://127.0.0.1:3000".into(),
                     addr: "127.0.0.1:3000".parse().unwrap(),
+                    tls: None,
                 },
                 max_body_bytes: 65536,
                 body_timeout: Duration::from_millis(500),
@@ -211,8 +246,14 @@ fn golden_every_key_set() {
                     routes: vec![model::EventRoute {
                         events: vec!["message.received".into(), "message.sent".into()],
                         upstream: Upstream {
-                            url: "http://127.0.0.1:3005".into(),
+                            url: "https://127.0.0.1:3005".into(),
                             addr: "127.0.0.1:3005".parse().unwrap(),
+                            // An IP address, unverified: no SNI at all.
+                            tls: Some(UpstreamTls {
+                                sni: String::new(),
+                                verify: false,
+                                ca: None,
+                            }),
                         },
                     }],
                     schemas: Some(std::sync::Arc::new(
@@ -227,6 +268,7 @@ fn golden_every_key_set() {
                 upstream: Upstream {
                     url: "http://localhost".into(),
                     addr: localhost_80,
+                    tls: None,
                 },
                 // The top-level defaults of this file.
                 max_body_bytes: 2048,
@@ -263,8 +305,13 @@ fn golden_every_key_set() {
                 name: "payments".into(),
                 path: PathPattern::Exact("/webhooks/payments".into()),
                 upstream: Upstream {
-                    url: "http://127.0.0.1:3001".into(),
+                    url: "https://127.0.0.1:3001".into(),
                     addr: "127.0.0.1:3001".parse().unwrap(),
+                    tls: Some(UpstreamTls {
+                        sni: "app.internal".into(),
+                        verify: true,
+                        ca: Some(crate::tls::CaBundle::load(&pki.ca).unwrap()),
+                    }),
                 },
                 max_body_bytes: 2048,
                 body_timeout: Duration::from_secs(2),
@@ -291,8 +338,14 @@ fn golden_every_key_set() {
                 name: "orders".into(),
                 path: PathPattern::Exact("/webhooks/orders".into()),
                 upstream: Upstream {
-                    url: "http://127.0.0.1:3002".into(),
-                    addr: "127.0.0.1:3002".parse().unwrap(),
+                    // The defaults: the host as SNI, the system's roots, port 443.
+                    url: "https://localhost".into(),
+                    addr: localhost_443,
+                    tls: Some(UpstreamTls {
+                        sni: "localhost".into(),
+                        verify: true,
+                        ca: None,
+                    }),
                 },
                 max_body_bytes: 2048,
                 body_timeout: Duration::from_secs(2),
@@ -327,6 +380,7 @@ fn golden_every_key_set() {
             on_error: model::OnStateError::FailOpen,
             key_prefix: "hg-test".into(),
             key_secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            tls: None,
         }),
     };
     // `Debug` covers every field but the secrets' values (redacted); compare those apart.
@@ -341,13 +395,18 @@ fn golden_every_key_set() {
             "route {}",
             got.name
         );
+        assert_eq!(got.upstream, want.upstream, "the CA certificates too");
     }
 }
 
 #[test]
 fn defaults_apply_when_keys_are_left_out() {
     let config = parse_ok(&one_route(&[]));
-    assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    );
+    assert!(config.listen_tls.is_none());
     assert_eq!(
         config.admin_listen,
         SocketAddr::from(([127, 0, 0, 1], 9090))
@@ -366,7 +425,8 @@ fn shipped_default_file_loads_without_environment() {
     let text = include_str!("../../config/hookgate.yaml");
     let config = parse(text, "config/hookgate.yaml", &no_env)
         .unwrap_or_else(|err| panic!("config/hookgate.yaml: {err}"));
-    assert_eq!(config.listen, defaults::LISTEN);
+    assert_eq!(config.listen, Some(defaults::LISTEN));
+    assert!(config.listen_tls.is_none());
     assert_eq!(config.admin_listen, defaults::ADMIN_LISTEN);
     assert_eq!(config.threads.get(), defaults::THREADS);
     assert_eq!(config.upstream_timeout, defaults::UPSTREAM_TIMEOUT);
@@ -747,13 +807,13 @@ fn with_upstream(url: &str) -> String {
 }
 
 #[test]
-fn upstreams_are_plain_http_scheme_and_authority() {
+fn upstreams_are_http_or_https_scheme_and_authority() {
     let key = "routes[0].upstream";
     assert_error(
         &with_upstream("https://127.0.0.1:3000"),
         4,
         key,
-        "TLS to upstreams is not supported yet",
+        "set `upstream_tls.sni` to the name its certificate is issued for",
     );
     assert_error(
         &with_upstream("ftp://127.0.0.1"),
@@ -849,7 +909,11 @@ fn expands_environment_variables_in_every_string_value() {
         "        - 'a: b # c'",
     ]);
     let config = parse_ok(&text);
-    assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    );
+    assert!(config.listen_tls.is_none());
     assert_eq!(config.threads.get(), 8);
     let route = &config.routes[0];
     assert_eq!(route.name, "dossiers");
@@ -1729,11 +1793,11 @@ fn events_values_are_checked_at_their_line() {
             &[
                 "      routes:",
                 "        - match: [a.b]",
-                "          upstream: https://127.0.0.1:3001",
+                "          upstream: ftp://127.0.0.1:3001",
             ],
             9,
             "routes[0].events.routes[0].upstream",
-            "TLS",
+            "unsupported scheme `ftp`",
         ),
         (
             &["      routes:", "        - match: [a.b]"],
@@ -1870,15 +1934,18 @@ const KEY_SECRET: &str = "  key_secret: 0123456789abcdef0123456789abcdef";
 
 #[test]
 fn state_defaults_to_memory() {
-    assert_eq!(parse_ok(&one_route(&[])).state, model::StateConfig::Memory);
+    assert_eq!(
+        parse_ok(&one_route(&[])).state,
+        model::StateConfig::default()
+    );
     assert_eq!(
         parse_ok(&state_block(&[])).state,
-        model::StateConfig::Memory
+        model::StateConfig::default()
     );
     let text = format!("{}state: {{}}\n", one_route(&[]));
-    assert_eq!(parse_ok(&text).state, model::StateConfig::Memory);
+    assert_eq!(parse_ok(&text).state, model::StateConfig::default());
     let config = parse_ok(&state_block(&["  backend: memory"]));
-    assert_eq!(config.state, model::StateConfig::Memory);
+    assert_eq!(config.state, model::StateConfig::default());
     assert_eq!(config.state.backend_name(), "memory");
 }
 
@@ -1940,12 +2007,12 @@ fn state_values_are_checked_at_their_line() {
         (
             &[
                 redis,
-                "  redis_url: rediss://:hunter2@cache:6379",
+                "  redis_url: rediss://:hunter2@cache:6379/#insecure",
                 KEY_SECRET,
             ],
             10,
             "state.redis_url",
-            "`rediss://` (TLS) is not supported",
+            "`#insecure` is not accepted",
         ),
         (
             &[redis, "  redis_url: http://hunter2@cache", KEY_SECRET],
@@ -2056,5 +2123,467 @@ fn verify_sha1_only_when_named() {
     ]);
     assert!(
         matches!(&v.scheme, model::Scheme::Hmac(h) if h.algorithm == model::HmacAlgorithm::Sha256)
+    );
+}
+
+/// PEM files for the `state.tls` tests: a CA, a certificate with its key, and another key.
+struct TlsFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".to_string()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(vec!["client".to_string()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let files = [
+            ("ca.pem", ca.cert.pem()),
+            ("client.pem", client.cert.pem()),
+            ("client.key", client.signing_key.serialize_pem()),
+            ("other.key", other.serialize_pem()),
+            ("garbage.pem", "not a pem file\n".to_string()),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A `state` block on `rediss://` with these `tls` lines (from line 14).
+    fn state(&self, tls: &[String]) -> String {
+        let mut lines = vec![
+            "  backend: redis".to_string(),
+            "  redis_url: rediss://:hunter2@cache.internal:6380/2".to_string(),
+            KEY_SECRET.to_string(),
+            "  tls:".to_string(),
+        ];
+        lines.extend(tls.iter().map(|line| format!("    {line}")));
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        state_block(&lines)
+    }
+}
+
+#[test]
+fn rediss_reads_its_ca_and_client_certificate() {
+    let files = TlsFiles::new();
+    let config = parse_ok(&files.state(&[
+        format!("ca: {}", files.path("ca.pem")),
+        format!("cert: {}", files.path("client.pem")),
+        format!("key: {}", files.path("client.key")),
+    ]));
+    let model::StateConfig::Redis(redis) = &config.state else {
+        panic!("{:?}", config.state);
+    };
+    assert!(redis.url.is_tls());
+    assert_eq!(
+        redis.url.to_string(),
+        "rediss://<credentials>@cache.internal:6380/2"
+    );
+    let tls = redis.tls.as_ref().expect("tls");
+    let read = |name: &str| std::fs::read(files.dir.path().join(name)).unwrap();
+    assert_eq!(tls.ca.as_ref().unwrap().pem, read("ca.pem"));
+    let client = tls.client.as_ref().unwrap();
+    assert_eq!(client.cert.pem, read("client.pem"));
+    assert_eq!(client.key.pem, read("client.key"));
+    // Debug shows paths and sizes, never a key's contents.
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    assert!(shown.contains("client.key"), "{shown}");
+
+    // `rediss://` alone trusts the system's roots; every `tls` key is optional.
+    let text = state_block(&[
+        "  backend: redis",
+        "  redis_url: rediss://cache.internal",
+        KEY_SECRET,
+    ]);
+    let model::StateConfig::Redis(redis) = parse_ok(&text).state else {
+        panic!()
+    };
+    assert!(redis.url.is_tls() && redis.tls.is_none());
+}
+
+#[test]
+fn redis_tls_files_are_checked_at_their_line() {
+    let files = TlsFiles::new();
+    let missing = files.path("missing.pem");
+    let cases: Vec<(Vec<String>, usize, &str, String)> = vec![
+        (
+            vec![format!("ca: {missing}")],
+            13,
+            "state.tls.ca",
+            format!("cannot read `{missing}`"),
+        ),
+        (
+            vec![format!("ca: {}", files.path("garbage.pem"))],
+            13,
+            "state.tls.ca",
+            "holds no PEM `CERTIFICATE` block".to_string(),
+        ),
+        (
+            vec![format!("ca: {}", files.path("client.key"))],
+            13,
+            "state.tls.ca",
+            "holds no PEM `CERTIFICATE` block".to_string(),
+        ),
+        (
+            vec![
+                format!("cert: {}", files.path("client.pem")),
+                format!("key: {}", files.path("ca.pem")),
+            ],
+            14,
+            "state.tls.key",
+            format!("`{}` holds no PEM private key", files.path("ca.pem")),
+        ),
+        (
+            vec![format!("cafile: {}", files.path("ca.pem"))],
+            13,
+            "state.tls.cafile",
+            "unknown field `cafile`".to_string(),
+        ),
+    ];
+    for (tls, line, key, needle) in &cases {
+        let err = assert_error(&files.state(tls), *line, key, needle);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn redis_tls_mapping_errors_point_at_the_mapping() {
+    let files = TlsFiles::new();
+    // The key of another certificate: named with both files, at the `tls` mapping (line 13).
+    let err = assert_error(
+        &files.state(&[
+            format!("cert: {}", files.path("client.pem")),
+            format!("key: {}", files.path("other.key")),
+        ]),
+        13,
+        "state.tls",
+        "does not belong to the certificate",
+    );
+    assert!(err.message.contains(&files.path("other.key")), "{err}");
+    assert!(err.message.contains(&files.path("client.pem")), "{err}");
+    assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+    assert_error(
+        &files.state(&[format!("cert: {}", files.path("client.pem"))]),
+        13,
+        "state.tls",
+        "needs both `cert` and `key`",
+    );
+    // `tls` with a plain-text URL: at the `state` mapping.
+    let text = state_block(&[
+        "  backend: redis",
+        "  redis_url: redis://cache.internal",
+        KEY_SECRET,
+        "  tls: {}",
+    ]);
+    assert_error(&text, 9, "state", "`tls` applies only to a `rediss://` URL");
+    let text = state_block(&["  backend: memory", "  tls: {}"]);
+    assert_error(&text, 9, "state", "`tls` applies only to `backend: redis`");
+}
+
+#[test]
+fn snapshot_path_is_for_the_memory_backend() {
+    let config = parse_ok(&state_block(&[
+        "  snapshot_path: /var/lib/hookgate/dedup.snapshot",
+    ]));
+    assert_eq!(
+        config.state,
+        model::StateConfig::Memory {
+            snapshot_path: Some("/var/lib/hookgate/dedup.snapshot".into())
+        }
+    );
+    assert_eq!(
+        config.state.snapshot_path(),
+        Some(std::path::Path::new("/var/lib/hookgate/dedup.snapshot"))
+    );
+    assert_error(
+        &state_block(&["  snapshot_path: ''"]),
+        9,
+        "state.snapshot_path",
+        "a file path",
+    );
+    let text = state_block(&[
+        "  backend: redis",
+        "  redis_url: redis://cache.internal",
+        KEY_SECRET,
+        "  snapshot_path: /tmp/x",
+    ]);
+    assert_error(
+        &text,
+        9,
+        "state",
+        "`snapshot_path` applies only to `backend: memory`",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: `listen_tls` and `upstream_tls`
+
+/// `listen_tls` (line 1) with `cert` on line 3 and `key` on line 4, then `one_route`.
+fn listen_tls(cert: &str, key: &str, extra: &[&str]) -> String {
+    let mut lines = vec![
+        "listen_tls:".to_string(),
+        "  addr: 127.0.0.1:8443".to_string(),
+        format!("  cert: {cert}"),
+        format!("  key: {key}"),
+    ];
+    lines.extend(extra.iter().map(|l| l.to_string()));
+    format!("{}\n{}", lines.join("\n"), one_route(&[]))
+}
+
+fn shown(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn listen_tls_alone_replaces_the_default_listener() {
+    let pki = &pki().1;
+    let config = parse_ok(&listen_tls(&shown(&pki.cert), &shown(&pki.key), &[]));
+    assert_eq!(
+        config.listen, None,
+        "no plain listener unless `listen` is set"
+    );
+    let tls = config.listen_tls.as_ref().unwrap();
+    assert_eq!(tls.addr, SocketAddr::from(([127, 0, 0, 1], 8443)));
+    assert_eq!(
+        tls.min_version,
+        crate::tls::TlsVersion::Tls12,
+        "the default"
+    );
+    assert_eq!(tls.cert.cert_path(), pki.cert);
+    assert_eq!(config.proxy_addrs(), vec![tls.addr]);
+
+    let both = format!(
+        "listen: 127.0.0.1:8080\n{}",
+        listen_tls(&shown(&pki.cert), &shown(&pki.key), &["  min_version: 1.3"])
+    );
+    let config = parse_ok(&both);
+    assert_eq!(
+        config.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    );
+    let tls = config.listen_tls.unwrap();
+    assert_eq!(tls.min_version, crate::tls::TlsVersion::Tls13);
+}
+
+#[test]
+fn unusable_certificates_and_keys_name_their_file_and_line() {
+    let pki = &pki().1;
+    let (cert, key) = (shown(&pki.cert), shown(&pki.key));
+    let missing = pki.cert.with_file_name("missing.pem");
+
+    let err = assert_error(
+        &listen_tls(&shown(&missing), &key, &[]),
+        3,
+        "listen_tls.cert",
+        "cannot read `",
+    );
+    assert!(err.message.contains(&shown(&missing)), "{err}");
+    let err = assert_error(
+        &listen_tls(&key, &key, &[]),
+        3,
+        "listen_tls.cert",
+        "contains no PEM certificate",
+    );
+    assert!(err.message.contains(&key), "{err}");
+    let err = assert_error(
+        &listen_tls(&cert, &cert, &[]),
+        4,
+        "listen_tls.key",
+        "is not an unencrypted PEM private key",
+    );
+    assert!(err.message.contains(&cert), "{err}");
+    // Both files are fine alone; together they are no pair: reported at the mapping (its
+    // first line).
+    let other = shown(&pki.other_key);
+    let err = assert_error(
+        &listen_tls(&cert, &other, &[]),
+        2,
+        "listen_tls",
+        "does not belong to the certificate",
+    );
+    assert!(
+        err.message.contains(&other) && err.message.contains(&cert),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("PRIVATE KEY"),
+        "no key material: {err}"
+    );
+}
+
+#[test]
+fn listen_tls_values_are_checked_at_their_line() {
+    let pki = &pki().1;
+    let (cert, key) = (shown(&pki.cert), shown(&pki.key));
+    assert_error(
+        &listen_tls(&cert, &key, &["  min_version: '1.1'"]),
+        5,
+        "listen_tls.min_version",
+        "unknown TLS version `1.1`",
+    );
+    assert_error(
+        &listen_tls(&cert, &key, &["  min_version: tls1.3"]),
+        5,
+        "listen_tls.min_version",
+        "unknown TLS version `tls1.3`",
+    );
+    let v13 = parse_ok(&listen_tls(&cert, &key, &["  min_version: TLSv1.3"]));
+    assert_eq!(
+        v13.listen_tls.unwrap().min_version,
+        crate::tls::TlsVersion::Tls13
+    );
+    assert_error(
+        &listen_tls(&cert, &key, &["  ciphers: HIGH"]),
+        5,
+        "listen_tls.ciphers",
+        "unknown field `ciphers`",
+    );
+    let text = yaml(&["listen_tls:", "  addr: 127.0.0.1:8443", "routes: []"]);
+    assert_error(&text, 2, "listen_tls.cert", "missing field `cert`");
+
+    let same = format!("listen: 127.0.0.1:8443\n{}", listen_tls(&cert, &key, &[]));
+    let err = parse_err(&same);
+    assert_eq!(err.key.as_deref(), Some("listen_tls.addr"), "{err}");
+    assert!(err.message.contains("also `listen`"), "{err}");
+}
+
+/// `one_route` with an https upstream (line 4) and the `upstream_tls` lines from line 5.
+fn https_route(url: &str, tls: &[&str]) -> String {
+    one_route(tls).replace("http://127.0.0.1:3000", url)
+}
+
+#[test]
+fn upstream_tls_lowers_with_its_defaults() {
+    let pki = &pki().1;
+    let upstream = |text: &str| parse_ok(text).routes[0].upstream.clone();
+    let plain = upstream(&https_route("https://localhost:3443", &[]));
+    assert_eq!(plain.url, "https://localhost:3443");
+    assert_eq!(
+        plain.tls,
+        Some(UpstreamTls {
+            sni: "localhost".into(),
+            verify: true,
+            ca: None
+        })
+    );
+    let ca = format!("      ca: {}", shown(&pki.ca));
+    let custom = upstream(&https_route(
+        "https://127.0.0.1:3443",
+        &["    upstream_tls:", &ca, "      sni: app.internal"],
+    ));
+    let tls = custom.tls.unwrap();
+    assert_eq!((tls.sni.as_str(), tls.verify), ("app.internal", true));
+    assert_eq!(tls.ca.unwrap().path(), pki.ca);
+    let unverified = upstream(&https_route(
+        "https://127.0.0.1:3443",
+        &["    upstream_tls: { verify: false }"],
+    ));
+    assert!(!unverified.tls.unwrap().verify);
+    assert_eq!(upstream(&one_route(&[])).tls, None);
+}
+
+#[test]
+fn upstream_tls_values_are_checked_at_their_line() {
+    let pki = &pki().1;
+    let missing = shown(&pki.ca.with_file_name("no-ca.pem"));
+    let ca = format!("      ca: {missing}");
+    let err = assert_error(
+        &https_route("https://localhost:3443", &["    upstream_tls:", &ca]),
+        6,
+        "routes[0].upstream_tls.ca",
+        "cannot read `",
+    );
+    assert!(err.message.contains(&missing), "{err}");
+    let ca = format!("      ca: {}", shown(&pki.key));
+    assert_error(
+        &https_route("https://localhost:3443", &["    upstream_tls:", &ca]),
+        6,
+        "routes[0].upstream_tls.ca",
+        "contains no PEM certificate",
+    );
+    assert_error(
+        &https_route(
+            "https://127.0.0.1:3443",
+            &["    upstream_tls:", "      sni: 10.0.0.1"],
+        ),
+        6,
+        "routes[0].upstream_tls.sni",
+        "is an IP address",
+    );
+    assert_error(
+        &https_route(
+            "https://localhost:3443",
+            &["    upstream_tls:", "      verify: maybe"],
+        ),
+        6,
+        "routes[0].upstream_tls.verify",
+        "",
+    );
+    let ca = format!("      ca: {}", shown(&pki.ca));
+    assert_error(
+        &https_route(
+            "https://localhost:3443",
+            &["    upstream_tls:", &ca, "      verify: false"],
+        ),
+        6,
+        "routes[0].upstream_tls",
+        "`ca` is unused with `verify: false`",
+    );
+}
+
+#[test]
+fn upstream_tls_must_fit_its_upstream() {
+    // On a plain upstream: at the `upstream_tls` mapping (found when lowering).
+    assert_error(
+        &one_route(&["    upstream_tls: { sni: app.internal }"]),
+        5,
+        "routes[0].upstream_tls",
+        "applies only to an `https://` upstream",
+    );
+    // An IP address verified without a name: at the upstream, whichever comes first.
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream_tls: { verify: true }",
+        "    upstream: https://127.0.0.1:3443",
+        "    verify:",
+        "      secrets: [whsec_a]",
+    ]);
+    assert_error(&text, 5, "routes[0].upstream", "set `upstream_tls.sni`");
+    // The same checks in an events entry, at the entry.
+    let text = yaml(&[
+        "routes:",
+        "  - name: dossiers",
+        "    path: /webhooks/dossiers",
+        "    upstream: http://127.0.0.1:3000",
+        "    verify:",
+        "      secrets: [whsec_a]",
+        "    events:",
+        "      routes:",
+        "        - match: [message.sent]",
+        "          upstream: https://127.0.0.1:3001",
+    ]);
+    assert_error(
+        &text,
+        9,
+        "routes[0].events.routes[0]",
+        "set `upstream_tls.sni`",
+    );
+    let fixed = text.replace(
+        "https://127.0.0.1:3001\n",
+        "https://127.0.0.1:3001\n          upstream_tls: { sni: events.internal }\n",
+    );
+    let config = parse_ok(&fixed);
+    let events = config.routes[0].events.as_ref().unwrap();
+    assert_eq!(
+        events.routes[0].upstream.tls.as_ref().unwrap().sni,
+        "events.internal"
     );
 }

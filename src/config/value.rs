@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::context::{self, RouteKey, SeenRoute};
 use super::model::{
     standard_webhooks_key, HmacAlgorithm, IdSource, LimitKey, MissingId, PathPattern, Secret,
-    SignatureEncoding, SignedContent, Tiers, Upstream,
+    SignatureEncoding, SignedContent, Tiers, Upstream, UpstreamTls,
 };
 
 /// Deserializes a scalar as a string, expands `${NAME}` in it, and converts it with `convert`.
@@ -244,7 +244,9 @@ impl<'de> Deserialize<'de> for RoutePath {
     }
 }
 
-/// A plain-HTTP upstream `http://host[:port]`, resolved now.
+/// An upstream `http://host[:port]` or `https://host[:port]`, resolved now. An https one gets
+/// the default TLS settings (its host as SNI, verified against the system's roots) until the
+/// route's `upstream_tls` is applied (`super::tls::combine`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UpstreamUrl(pub Upstream);
 
@@ -257,9 +259,28 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
     }
 }
 
-/// Parses and resolves `http://host[:port][/]` (port 80 by default).
+/// A route's own `upstream`, which also raises the errors lowering finds about it
+/// ([`context::deferred_error`]: an https upstream at an IP address without `sni`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteUpstream(pub Upstream);
+
+impl<'de> Deserialize<'de> for RouteUpstream {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let expecting = "an upstream URL such as `http://127.0.0.1:3000`";
+        parse_scalar(deserializer, expecting, |text| {
+            let upstream = parse_upstream(text.trim())?;
+            match context::deferred_error(RouteKey::Upstream) {
+                Some(message) => Err(message),
+                None => Ok(Self(upstream)),
+            }
+        })
+    }
+}
+
+/// Parses and resolves `http://host[:port][/]` (port 80 by default) or `https://host[:port][/]`
+/// (port 443).
 fn parse_upstream(text: &str) -> Result<Upstream, String> {
-    const EXPECTED: &str = "expected `http://host:port`";
+    const EXPECTED: &str = "expected `http://host:port` or `https://host:port`";
     // Checked first: user info may hold a password, which no message may echo.
     let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
     let authority_part = after_scheme
@@ -274,17 +295,15 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let (scheme, _) = text
         .split_once("://")
         .ok_or_else(|| format!("`{text}` has no scheme; {EXPECTED}"))?;
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(format!(
-            "`{text}`: TLS to upstreams is not supported yet; use a plain `http://` upstream \
-             (e.g. a local TLS-terminating sidecar)"
-        ));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
+    let (scheme, default_port) = if scheme.eq_ignore_ascii_case("https") {
+        ("https", 443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        ("http", 80)
+    } else {
         return Err(format!(
             "`{text}`: unsupported scheme `{scheme}`; {EXPECTED}"
         ));
-    }
+    };
     if text.contains('#') {
         return Err(format!(
             "`{text}`: the upstream URL may not have a fragment; {EXPECTED}"
@@ -320,7 +339,7 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
             }
             Ok(port) => port,
         },
-        _ => 80,
+        _ => default_port,
     };
     let host = authority.host();
     // `host` keeps an IPv6 literal's brackets, which `(&str, u16)` resolution does not accept.
@@ -330,9 +349,19 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
         .map_err(|err| format!("cannot resolve upstream host `{host}`: {err}"))?
         .next()
         .ok_or_else(|| format!("upstream host `{host}` resolved to no address"))?;
+    let tls = (scheme == "https").then(|| UpstreamTls {
+        // An IP address is no SNI; `tls::combine` then asks for `upstream_tls.sni`.
+        sni: match bare_host.parse::<std::net::IpAddr>() {
+            Ok(_) => String::new(),
+            Err(_) => bare_host.trim_end_matches('.').to_ascii_lowercase(),
+        },
+        verify: true,
+        ca: None,
+    });
     Ok(Upstream {
-        url: format!("http://{authority}"),
+        url: format!("{scheme}://{authority}"),
         addr,
+        tls,
     })
 }
 

@@ -26,14 +26,60 @@ use crate::events::SPEC_EVENTS;
 ///   scheme that reads the type from the body: often a typo, which would filter or misroute that
 ///   event. Senders add types, so it is not an error. (Schemes that name events in a header,
 ///   such as GitHub's, have their own names.)
+/// - The TLS listener's certificate has expired, or expires within 30 days
+///   (`CERT_EXPIRY_WARNING_DAYS`): senders that verify certificates refuse an expired one.
+/// - An https upstream with `upstream_tls.verify: false`: anyone on the path to it can
+///   impersonate it and receive the verified webhooks.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
+    listen_tls_warning(config, &mut warnings);
     for route in &config.routes {
         replay_warning(route, &mut warnings);
         capacity_warning(route, &mut warnings);
         events_warning(route, &mut warnings);
+        upstream_tls_warning(route, &mut warnings);
     }
     warnings
+}
+
+/// `hookgate check` warns about a listener certificate that expires within this many days.
+const CERT_EXPIRY_WARNING_DAYS: i32 = 30;
+
+fn listen_tls_warning(config: &Config, warnings: &mut Vec<String>) {
+    let Some(tls) = &config.listen_tls else {
+        return;
+    };
+    let path = tls.cert.cert_path().display();
+    match tls.cert.days_left() {
+        Some(days) if days < 0 => warnings.push(format!(
+            "listen_tls: the certificate in `{path}` expired {} day(s) ago: senders that verify \
+             certificates will refuse every connection",
+            -days
+        )),
+        Some(days) if days < CERT_EXPIRY_WARNING_DAYS => warnings.push(format!(
+            "listen_tls: the certificate in `{path}` expires in {days} day(s): renew it (a \
+             config reload picks up the new one without a restart)"
+        )),
+        _ => {}
+    }
+}
+
+fn upstream_tls_warning(route: &Route, warnings: &mut Vec<String>) {
+    let upstreams = std::iter::once(&route.upstream).chain(
+        route
+            .events
+            .iter()
+            .flat_map(|e| e.routes.iter().map(|r| &r.upstream)),
+    );
+    for upstream in upstreams {
+        if upstream.tls.as_ref().is_some_and(|tls| !tls.verify) {
+            warnings.push(format!(
+                "route `{}`: the certificate of upstream `{}` is not verified (`verify: false`): \
+                 anyone on the network path can impersonate it and receive verified webhooks",
+                route.name, upstream.url
+            ));
+        }
+    }
 }
 
 fn replay_warning(route: &Route, warnings: &mut Vec<String>) {
@@ -139,6 +185,74 @@ mod tests {
         let text = include_str!("../../config/hookgate.yaml");
         let shipped = super::super::parse(text, "config/hookgate.yaml", &|_| None).unwrap();
         assert_eq!(warnings(&shipped), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unverified_https_upstreams() {
+        let config = super::super::parse(
+            &yaml_https("    upstream_tls: { verify: false }"),
+            "test.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let warnings = warnings(&config);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("upstream `https://127.0.0.1:3443` is not verified"),
+            "{warnings:?}"
+        );
+        let verified = yaml_https("    upstream_tls: { sni: app.internal }");
+        let config = super::super::parse(&verified, "test.yaml", &|_| None).unwrap();
+        assert!(super::warnings(&config).is_empty());
+    }
+
+    fn yaml_https(tls_line: &str) -> String {
+        [
+            "routes:",
+            "  - name: hooks",
+            "    path: /hooks",
+            "    upstream: https://127.0.0.1:3443",
+            tls_line,
+            "    verify: { secrets: [whsec_a] }",
+            "",
+        ]
+        .join("\n")
+    }
+
+    #[test]
+    fn listener_certificates_close_to_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_before = rcgen::date_time_ymd(1999, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_path, key_path) = (dir.path().join("old.crt"), dir.path().join("old.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let text = format!(
+            "listen_tls:\n  addr: 127.0.0.1:8443\n  cert: {}\n  key: {}\n{}",
+            cert_path.display(),
+            key_path.display(),
+            yaml_https("    upstream_tls: { sni: app.internal }")
+        );
+        let config = super::super::parse(&text, "test.yaml", &|_| None).unwrap();
+        let warnings = warnings(&config);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("day(s) ago"), "{warnings:?}");
+
+        let pki = crate::tls::testing::Pki::write(dir.path());
+        let fresh = text
+            .replace(
+                &cert_path.display().to_string(),
+                &pki.cert.display().to_string(),
+            )
+            .replace(
+                &key_path.display().to_string(),
+                &pki.key.display().to_string(),
+            );
+        let config = super::super::parse(&fresh, "test.yaml", &|_| None).unwrap();
+        assert!(super::warnings(&config).is_empty());
     }
 
     #[test]

@@ -173,6 +173,39 @@ impl MemoryStore {
             .sum()
     }
 
+    /// The delivered IDs still live, each with its expiry (whole seconds since the epoch),
+    /// oldest first: what a snapshot saves and what a rebuilt store takes over.
+    /// In-flight claims are left out: their requests are in this process only.
+    pub fn delivered(&self) -> Vec<(DeliveryKey, u32)> {
+        let now = Now::read(&*self.clock);
+        let mut records: Vec<(DeliveryKey, u32)> = Vec::new();
+        for shard in self.shards.iter() {
+            lock(shard).live_records(now.secs, &mut records);
+        }
+        // Each shard is in expiry order already; a stable sort merges them.
+        records.sort_by_key(|&(_, expires)| expires);
+        records
+    }
+
+    /// Adds delivered IDs with their expiry (as [`MemoryStore::delivered`] gives them, oldest
+    /// first), as if committed then. Expired records and IDs already held are skipped; a full
+    /// shard makes room as a claim would (the oldest record goes). Returns how many were added.
+    pub fn import(&self, records: &[(DeliveryKey, u32)]) -> usize {
+        let now = Now::read(&*self.clock);
+        let mut added = 0;
+        for &(key, expires) in records {
+            if expires <= now.secs {
+                continue;
+            }
+            let (inserted, evicted) = self.lock(key).insert_delivered(key, expires, now);
+            added += usize::from(inserted);
+            if evicted {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        added
+    }
+
     /// Records held: in flight and delivered, including expired ones not reclaimed yet.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).total()).sum()
@@ -465,6 +498,49 @@ impl Shard {
             Some(f) if f.token == token.get() => self.inflight.remove(&k).is_some(),
             _ => false,
         }
+    }
+
+    /// Appends the live, indexed records to `out`, oldest first (a record superseded by a
+    /// newer commit of its key is not indexed, and is left out).
+    fn live_records(&self, now_secs: u32, out: &mut Vec<(DeliveryKey, u32)>) {
+        for i in 0..self.len {
+            let pos = (self.head + i) % self.cap;
+            let rec = self.ring[pos];
+            if rec.expires <= now_secs {
+                continue;
+            }
+            let indexed = self
+                .find(&rec.key)
+                .is_some_and(|slot| Entry(self.index[slot]).pos() == pos);
+            if indexed {
+                let [a, b, c, d] = rec.key.map(u128::from);
+                out.push((
+                    DeliveryKey::from_u128(a | b << 32 | c << 64 | d << 96),
+                    rec.expires,
+                ));
+            }
+        }
+    }
+
+    /// Records `key` as delivered until `expires` unless it is held already (delivered and
+    /// live, or in flight). Returns whether it was added and whether a live record was evicted
+    /// to make room.
+    fn insert_delivered(&mut self, key: DeliveryKey, expires: u32, now: Now) -> (bool, bool) {
+        let words = words(key);
+        let live = self
+            .find(&words)
+            .is_some_and(|slot| self.ring[Entry(self.index[slot]).pos()].expires > now.secs);
+        if live || self.inflight.contains_key(&key.as_u128()) {
+            return (false, false);
+        }
+        let evicted = self.total() >= self.cap && self.make_room(now);
+        self.last_expires = self.last_expires.max(expires);
+        let pos = self.push(Rec {
+            key: words,
+            expires: self.last_expires,
+        });
+        self.index_insert(&words, pos);
+        (true, evicted)
     }
 
     /// Pops up to `max` expired records off the front; returns how many.
@@ -1276,5 +1352,77 @@ mod tests {
             Claim::acquire(&store, key(2), LEASE).await.unwrap(),
             ClaimOutcome::Committed
         ));
+    }
+
+    fn commit(store: &MemoryStore, n: u64) {
+        let token = claimed(store.claim_now(key(n), LEASE));
+        assert!(store.commit_now(key(n), token));
+    }
+
+    #[test]
+    fn delivered_records_move_to_another_store_with_their_expiry() {
+        let (old, clock) = store(100, 4);
+        for n in 0..10 {
+            commit(&old, n);
+            clock.advance(Duration::from_secs(60));
+        }
+        // One in flight: not exported. One expired: not exported.
+        let _inflight = claimed(old.claim_now(key(100), LEASE));
+        clock.advance(TTL - Duration::from_secs(60 * 9) - Duration::from_secs(1));
+        let records = old.delivered();
+        // key(0) committed at T0 expires at T0 + TTL; now is T0 + TTL + 59 s: gone. key(1)
+        // expires at T0 + TTL + 60 s: still there.
+        assert_eq!(records.len(), 9, "{records:?}");
+        assert!(records.windows(2).all(|w| w[0].1 <= w[1].1), "oldest first");
+        assert_eq!(records[0], (key(1), (T0 + TTL).as_secs() as u32 + 60));
+
+        // A store of another capacity and TTL takes them over, expiries unchanged.
+        let new = MemoryStore::with_shards(
+            NonZeroUsize::new(5).unwrap(),
+            Duration::from_secs(10),
+            clock.clone(),
+            NonZeroUsize::new(1).unwrap(),
+        );
+        assert_eq!(new.import(&records), 9);
+        check(&new);
+        // Full at 5: the 4 oldest made room, and were counted as evictions.
+        assert_eq!(new.len(), 5);
+        assert_eq!(new.evictions(), 4);
+        assert_eq!(new.delivered(), records[4..].to_vec());
+        // Importing again adds nothing.
+        assert_eq!(new.import(&records[4..]), 0);
+        assert!(matches!(
+            new.claim_now(key(9), LEASE),
+            ClaimOutcome::Committed
+        ));
+        assert!(matches!(
+            new.claim_now(key(4), LEASE),
+            ClaimOutcome::Claimed(_)
+        ));
+        // Records keep their own expiry, not the new store's TTL.
+        // key(9) was committed at T0 + 540 s: it expires at T0 + TTL + 540 s, 481 s from now.
+        clock.advance(Duration::from_secs(480));
+        assert!(matches!(
+            new.claim_now(key(9), LEASE),
+            ClaimOutcome::Committed
+        ));
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(
+            new.claim_now(key(9), LEASE),
+            ClaimOutcome::Claimed(_)
+        ));
+        check(&new);
+    }
+
+    #[test]
+    fn import_skips_expired_records_and_ids_in_flight() {
+        let (store, _clock) = store(10, 1);
+        let token = claimed(store.claim_now(key(1), LEASE));
+        let now = T0.as_secs() as u32;
+        let added = store.import(&[(key(0), now), (key(1), now + 100), (key(2), now + 100)]);
+        assert_eq!(added, 1, "key(0) expired, key(1) in flight");
+        assert!(store.commit_now(key(1), token));
+        assert_eq!(store.delivered().len(), 2);
+        check(&store);
     }
 }

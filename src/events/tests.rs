@@ -19,6 +19,7 @@ fn upstream(port: u16) -> Upstream {
     Upstream {
         url: format!("http://127.0.0.1:{port}"),
         addr: ([127, 0, 0, 1], port).into(),
+        tls: None,
     }
 }
 

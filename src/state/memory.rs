@@ -16,7 +16,8 @@ const LIMITER_SHARDS_PER_STEP: usize = 16;
 /// State in this process's memory. Admission is the [`Backend`] default: the limiter, then the
 /// route's store.
 pub struct MemoryBackend {
-    limiter: MemoryLimiter,
+    /// Shared with the backends that reloads build from this one.
+    limiter: Arc<MemoryLimiter>,
     /// One store per route, by route index; `None` for routes without dedup.
     stores: Vec<Option<Arc<MemoryStore>>>,
 }
@@ -34,9 +35,55 @@ impl MemoryBackend {
             })
             .collect();
         Self {
-            limiter: MemoryLimiter::new(clock),
+            limiter: Arc::new(MemoryLimiter::new(clock)),
             stores,
         }
+    }
+
+    /// The backend of a reloaded configuration: the same limiter (its buckets are keyed by
+    /// route name, so they carry over), and per route `policies[i]` of `names[i]`, the store
+    /// the route of that name had here (`old_names`), when its capacity and TTL are unchanged.
+    /// A route whose capacity or TTL changed gets a new store holding the old one's delivered
+    /// IDs, with their expiries; a new route gets an empty one.
+    pub fn reconfigured(
+        &self,
+        old_names: &[String],
+        names: &[String],
+        policies: &[Option<DedupPolicy>],
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let stores = names
+            .iter()
+            .zip(policies)
+            .map(|(name, policy)| {
+                let policy = policy.as_ref()?;
+                let old = (old_names.iter().position(|n| n == name))
+                    .and_then(|i| self.stores.get(i).cloned().flatten());
+                match old {
+                    Some(old)
+                        if old.capacity() == policy.capacity.get() && old.ttl() == policy.ttl =>
+                    {
+                        Some(old)
+                    }
+                    old => {
+                        let store = Arc::new(MemoryStore::for_policy(policy, clock.clone()));
+                        if let Some(old) = old {
+                            store.import(&old.delivered());
+                        }
+                        Some(store)
+                    }
+                }
+            })
+            .collect();
+        Self {
+            limiter: self.limiter.clone(),
+            stores,
+        }
+    }
+
+    /// The memory store of route `route`, if it deduplicates (for snapshots).
+    pub fn memory_store(&self, route: usize) -> Option<&Arc<MemoryStore>> {
+        self.stores.get(route)?.as_ref()
     }
 
     /// One bounded step of reclaiming expired records and idle buckets.
@@ -51,7 +98,7 @@ impl MemoryBackend {
 #[async_trait::async_trait]
 impl Backend for MemoryBackend {
     fn limiter(&self) -> &dyn TierLimiter {
-        &self.limiter
+        &*self.limiter
     }
 
     fn store(&self, route: usize) -> Option<Arc<dyn DeliveryStore>> {

@@ -18,7 +18,7 @@ pub mod redis;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +32,10 @@ use crate::clock::Clock;
 use crate::config::model::{OnStateError, StateConfig};
 use crate::config::{Config, Secret};
 use crate::dedup::{self, Claim, ClaimOutcome, DeliveryKey, DeliveryStore, StoreError};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::Metrics;
 use crate::ratelimit::{self, Decision, LimitError, LimitKeyHash, TierLimiter};
+use crate::runtime::Live;
+use crate::snapshot::Snapshot;
 
 pub use memory::MemoryBackend;
 pub use redis::RedisBackend;
@@ -157,6 +159,12 @@ pub struct State {
     pub limit_keys: ratelimit::KeyHasher,
     /// Hashes route + delivery ID to fixed-size keys.
     pub delivery_keys: dedup::KeyHasher,
+    /// The secret of `delivery_keys` with the memory backend (what a snapshot saves); `None`
+    /// with Redis, whose keys derive from `state.key_secret`.
+    delivery_secret: Option<[u8; 32]>,
+    /// The route names, by index: how a reload finds each route's state again.
+    names: Vec<String>,
+    clock: Arc<dyn Clock>,
     /// This process's memory: the backend when no Redis is configured, else the fallback of
     /// `fail_open`.
     local: Arc<MemoryBackend>,
@@ -170,40 +178,109 @@ struct Shared {
     on_error: OnStateError,
     /// Whether the last call failed (`fail_open` decided from memory), to log the transitions
     /// rather than every request.
-    degraded: AtomicBool,
+    degraded: Arc<AtomicBool>,
 }
 
 impl State {
     /// The backends `config.state` asks for, reading time from `clock` (memory) and recording
     /// Redis calls in `metrics`. Connecting to Redis is lazy: this never waits on it.
     pub fn new(config: &Config, clock: Arc<dyn Clock>, metrics: &Metrics) -> Self {
+        Self::with_snapshot(config, clock, metrics, None)
+    }
+
+    /// As [`State::new`], with the memory backend starting from `snapshot`: its hashing secret,
+    /// and the delivered IDs of the routes that still exist by name and deduplicate. Ignored
+    /// with Redis (which keeps its own records).
+    pub fn with_snapshot(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        metrics: &Metrics,
+        snapshot: Option<Snapshot>,
+    ) -> Self {
+        let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let policies: Vec<_> = config.routes.iter().map(|r| r.dedup.clone()).collect();
+        let local = Arc::new(MemoryBackend::new(&policies, clock.clone()));
         let StateConfig::Redis(settings) = &config.state else {
-            return Self::memory(config, clock);
+            let secret = snapshot
+                .as_ref()
+                .map_or_else(rand::random::<[u8; 32]>, |s| s.key_secret);
+            if let Some(snapshot) = &snapshot {
+                for (name, records) in &snapshot.routes {
+                    let index = names.iter().position(|n| n == name);
+                    if let Some(store) = index.and_then(|i| local.memory_store(i)) {
+                        store.import(records);
+                    }
+                }
+            }
+            return Self {
+                limit_keys: ratelimit::KeyHasher::random(),
+                delivery_keys: dedup::KeyHasher::from_secret(&secret),
+                delivery_secret: Some(secret),
+                names,
+                clock,
+                local,
+                shared: None,
+            };
         };
         let (limit_keys, delivery_keys) = shared_hashers(&settings.key_secret);
-        let policies: Vec<_> = config.routes.iter().map(|r| r.dedup.clone()).collect();
         let redis = RedisBackend::new(settings, &policies, metrics.state("redis"));
         Self {
             limit_keys,
             delivery_keys,
-            local: Arc::new(MemoryBackend::new(&policies, clock)),
+            delivery_secret: None,
+            names,
+            clock,
+            local,
             shared: Some(Shared {
                 redis: Arc::new(redis),
                 on_error: settings.on_error,
-                degraded: AtomicBool::new(false),
+                degraded: Arc::new(AtomicBool::new(false)),
             }),
         }
     }
 
-    /// In-memory backends for `config`, reading time from `clock`, whatever `config.state` says.
-    pub fn memory(config: &Config, clock: Arc<dyn Clock>) -> Self {
+    /// The state for a reloaded `config`, on the same backends: the same hashers, limiter
+    /// buckets and Redis connection, and each route's dedup records found again by its name
+    /// (see [`MemoryBackend::reconfigured`]). The `state` block itself is not reloaded: the
+    /// backend, its URL and its settings stay as they were at start.
+    pub fn reconfigured(&self, config: &Config) -> Self {
+        let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
         let policies: Vec<_> = config.routes.iter().map(|r| r.dedup.clone()).collect();
+        let local = self
+            .local
+            .reconfigured(&self.names, &names, &policies, self.clock.clone());
         Self {
-            limit_keys: ratelimit::KeyHasher::random(),
-            delivery_keys: dedup::KeyHasher::random(),
-            local: Arc::new(MemoryBackend::new(&policies, clock)),
-            shared: None,
+            limit_keys: self.limit_keys.clone(),
+            delivery_keys: self.delivery_keys.clone(),
+            delivery_secret: self.delivery_secret,
+            names,
+            clock: self.clock.clone(),
+            local: Arc::new(local),
+            shared: self.shared.as_ref().map(|shared| Shared {
+                redis: Arc::new(shared.redis.reconfigured(&policies)),
+                on_error: shared.on_error,
+                degraded: shared.degraded.clone(),
+            }),
         }
+    }
+
+    /// The memory backend's delivered IDs and hashing secret, for `state.snapshot_path`;
+    /// `None` with Redis.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let secret = self.delivery_secret?;
+        if self.shared.is_some() {
+            return None;
+        }
+        let routes = (self.names.iter().enumerate())
+            .filter_map(|(i, name)| {
+                let store = self.local.memory_store(i)?;
+                Some((name.clone(), store.delivered()))
+            })
+            .collect();
+        Some(Snapshot {
+            key_secret: secret,
+            routes,
+        })
     }
 
     /// The tier limit and dedup claim of a verified request ([`Backend::admit`]). With Redis and
@@ -311,34 +388,43 @@ pub fn shared_hashers(secret: &Secret) -> (ratelimit::KeyHasher, dedup::KeyHashe
     )
 }
 
-/// The periodic job: reclaims state in memory and refreshes the dedup gauges. With Redis it
-/// first loads the scripts.
+/// The periodic job: reclaims state in memory and refreshes the dedup gauges of the serving
+/// runtime (whichever a reload swapped in). With Redis it first loads the scripts.
 pub struct Maintenance {
-    state: Arc<State>,
-    /// Metric handles by route index, with the eviction total last reported.
-    routes: Vec<(RouteMetrics, AtomicU64)>,
+    live: Live,
+    /// The eviction total last reported, by route name (a reload may give a route a new store,
+    /// whose count starts again).
+    reported: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Maintenance {
-    pub fn new(state: Arc<State>, routes: Vec<RouteMetrics>) -> Self {
+    pub fn new(live: Live) -> Self {
         Self {
-            state,
-            routes: routes.into_iter().map(|m| (m, AtomicU64::new(0))).collect(),
+            live,
+            reported: Default::default(),
         }
     }
 
     /// One maintenance step (also what tests call). The gauges count the records in memory:
     /// with Redis, those of the `fail_open` fallback (Redis's own are in its `INFO keyspace`).
     pub fn step(&self) {
-        self.state.reclaim_step();
-        for (index, (metrics, reported)) in self.routes.iter().enumerate() {
-            let Some(store) = self.state.local_store(index) else {
+        let runtime = self.live.load();
+        runtime.state.reclaim_step();
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for route in &runtime.routes {
+            let Some(store) = runtime.state.local_store(route.index) else {
                 continue;
             };
-            metrics.dedup_entries.set(store.len() as i64);
+            route.metrics.dedup_entries.set(store.len() as i64);
             let total = store.evictions();
-            let before = reported.swap(total, Ordering::Relaxed);
-            metrics.dedup_evictions.inc_by(total.saturating_sub(before));
+            let before = reported.insert(route.name.clone(), total).unwrap_or(0);
+            // A count that went down belongs to a new store: all of it is new.
+            let new = if total >= before {
+                total - before
+            } else {
+                total
+            };
+            route.metrics.dedup_evictions.inc_by(new);
         }
     }
 }
@@ -346,7 +432,8 @@ impl Maintenance {
 #[async_trait]
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.state.warm_up().await;
+        let state = self.live.load().state.clone();
+        state.warm_up().await;
         let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {
             tokio::select! {

@@ -32,7 +32,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 
 use super::{Admission, Ask, Backend, StateError};
-use crate::config::model::RedisState;
+use crate::config::model::{RedisState, RedisTls};
 use crate::dedup::{
     Claim, ClaimOutcome, ClaimToken, DedupPolicy, DeliveryKey, DeliveryStore, StoreError,
 };
@@ -70,8 +70,14 @@ impl RedisBackend {
         policies: &[Option<DedupPolicy>],
         metrics: StateMetrics,
     ) -> Self {
+        if settings.url.is_tls() {
+            // The redis crate builds its rustls config on the process-wide crypto provider;
+            // ring is the one this build enables. Already set (by an earlier backend): fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let conn = Arc::new(Conn {
             url: settings.url.as_str().to_string(),
+            tls: settings.tls.as_deref().map(tls_certificates),
             manager: tokio::sync::OnceCell::new(),
             timeout: settings.timeout,
             prefix: settings.key_prefix.clone(),
@@ -80,6 +86,17 @@ impl RedisBackend {
             release: Script::new(RELEASE_LUA),
             metrics,
         });
+        Self::on(conn, policies)
+    }
+
+    /// The backend of a reloaded configuration: the same connection, with stores for the new
+    /// routes' policies. Records live in Redis under hashes of the route name, so a route that
+    /// keeps its name keeps its deliveries and buckets.
+    pub fn reconfigured(&self, policies: &[Option<DedupPolicy>]) -> Self {
+        Self::on(self.conn.clone(), policies)
+    }
+
+    fn on(conn: Arc<Conn>, policies: &[Option<DedupPolicy>]) -> Self {
         let stores = policies
             .iter()
             .map(|policy| {
@@ -252,6 +269,8 @@ impl DeliveryStore for RedisStore {
 struct Conn {
     /// The URL, credentials included: only handed to the client, never shown.
     url: String,
+    /// The CA and client certificate of a `rediss://` URL with a `state.tls` block.
+    tls: Option<redis::TlsCertificates>,
     /// Made on first use, inside a runtime (the manager spawns its tasks on the current one).
     manager: tokio::sync::OnceCell<ConnectionManager>,
     timeout: Duration,
@@ -260,6 +279,17 @@ struct Conn {
     commit: Script,
     release: Script,
     metrics: StateMetrics,
+}
+
+/// The redis crate's form of `state.tls`.
+fn tls_certificates(tls: &RedisTls) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: tls.client.as_ref().map(|id| redis::ClientTlsConfig {
+            client_cert: id.cert.pem.clone(),
+            client_key: id.key.pem.clone(),
+        }),
+        root_cert: tls.ca.as_ref().map(|ca| ca.pem.clone()),
+    }
 }
 
 /// What `admit.lua` answered, as far as it was asked.
@@ -275,7 +305,13 @@ impl Conn {
     async fn manager(&self) -> redis::RedisResult<ConnectionManager> {
         self.manager
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.as_str())?;
+                let client = match &self.tls {
+                    Some(certificates) => {
+                        redis::Client::build_with_tls(self.url.as_str(), certificates.clone())?
+                    }
+                    // A `rediss://` URL without `state.tls` trusts the system's roots.
+                    None => redis::Client::open(self.url.as_str())?,
+                };
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.timeout))
                     .set_response_timeout(Some(self.timeout))

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod redis;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const SECRET: &str = "whsec_test_current";
@@ -149,8 +151,8 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     requests: Arc<Mutex<Vec<Recorded>>>,
     behavior: Arc<Mutex<Behavior>>,
 ) {
@@ -209,7 +211,10 @@ async fn serve_connection(
     }
 }
 
-async fn read_until_headers(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+async fn read_until_headers<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
     loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(pos);
@@ -229,10 +234,20 @@ async fn read_until_headers(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The config file it was started with (rewrite it to test reloads).
+    pub config: std::path::PathBuf,
     child: Child,
     /// Everything the process wrote to stderr so far, read by a thread so the pipe never fills.
     logs: Arc<Mutex<Vec<u8>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// `listen`, `admin_listen` and `threads` for a gateway on these ports, then `extra_yaml` and
+/// the `routes:` list: a whole config file.
+pub fn config_yaml(port: u16, admin_port: u16, routes_yaml: &str, extra_yaml: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\nthreads: 2\n{extra_yaml}\nroutes:\n{routes_yaml}"
+    )
 }
 
 impl Gateway {
@@ -244,19 +259,43 @@ impl Gateway {
 
     /// As [`Gateway::start`], with `RUST_LOG` set to `rust_log`.
     pub async fn start_logging(routes_yaml: &str, extra_yaml: &str, rust_log: &str) -> Self {
+        Self::launch(routes_yaml, extra_yaml, rust_log, "/readyz").await
+    }
+
+    /// As [`Gateway::start`], but waits only until `/healthz` answers: for a gateway that is
+    /// expected not to become ready (its state backend unreachable).
+    pub async fn start_unready(routes_yaml: &str, extra_yaml: &str) -> Self {
+        Self::launch(routes_yaml, extra_yaml, "warn", "/healthz").await
+    }
+
+    async fn launch(routes_yaml: &str, extra_yaml: &str, rust_log: &str, wait_for: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port) = (free_port(), free_port());
-        let yaml = format!(
-            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\nthreads: 2\n{extra_yaml}\nroutes:\n{routes_yaml}"
-        );
+        let yaml = config_yaml(port, admin_port, routes_yaml, extra_yaml);
         let path = dir.path().join("hookgate.yaml");
         std::fs::File::create(&path)
             .unwrap()
             .write_all(yaml.as_bytes())
             .unwrap();
+        let mut gateway = Self::spawn(&path, port, admin_port, &[], rust_log);
+        gateway._dir = Some(dir);
+        gateway.wait_for(wait_for).await;
+        gateway
+    }
+
+    /// Starts `hookgate run --config <path> <args>` for a config listening on `port` and
+    /// `admin_port`, without waiting for anything (see [`Gateway::wait_for`]).
+    pub fn spawn(
+        path: &std::path::Path,
+        port: u16,
+        admin_port: u16,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(path)
+            .args(args)
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -275,31 +314,86 @@ impl Gateway {
                 sink.lock().unwrap().extend_from_slice(&chunk[..n]);
             }
         });
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        Self {
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            config: path.to_path_buf(),
+            child,
+            logs,
+            _dir: None,
+        }
+    }
+
+    /// Waits until the admin endpoint `path` answers 200; panics with the logs if the process
+    /// exits first.
+    pub async fn wait_for(&mut self, path: &str) {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(100)); // let the reader drain the pipe
-                let err = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-                panic!("hookgate exited early ({status}):\n{err}\nconfig:\n{yaml}");
+                let config = std::fs::read_to_string(&self.config).unwrap_or_default();
+                panic!(
+                    "hookgate exited early ({status}):\n{}\nconfig:\n{config}",
+                    self.logs()
+                );
             }
-            if let Ok(r) = get(admin, "/readyz").await {
+            if let Ok(r) = get(self.admin, path).await {
                 if r.status == 200 {
-                    break;
+                    return;
                 }
             }
             assert!(
                 Instant::now() < end,
-                "hookgate did not become ready in time"
+                "hookgate did not answer {path} in time"
             );
             tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
         }
-        Self {
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            admin,
-            child,
-            logs,
-            _dir: dir,
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends signal `name` (`HUP`, `TERM`, `QUIT`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {name}");
+    }
+
+    /// Waits until the process exits, within `deadline`.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "hookgate did not exit in time");
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+        }
+    }
+
+    /// What the process logged so far.
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the logs contain `needle`.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < end,
+                "the logs never showed {needle:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
         }
     }
 
@@ -448,7 +542,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     .await
 }
 
-pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Response> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {

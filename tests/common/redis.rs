@@ -11,7 +11,12 @@ use redis::FromRedisValue;
 
 /// A running (or stopped, see [`RedisServer::stop`]) `redis-server`.
 pub struct RedisServer {
+    /// The plain-text port, which the test itself uses to look inside.
     pub port: u16,
+    /// The TLS port, for a server started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
+    /// Extra `redis-server` arguments (the TLS settings).
+    args: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -19,13 +24,46 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(None, Vec::new())
+    }
+
+    /// Starts a server that also listens for TLS on a second free port, with `pki`'s server
+    /// certificate; `client_certs`: whether it requires a client certificate signed by `pki`'s
+    /// CA (`tls-auth-clients`).
+    pub fn start_tls(pki: &super::pki::Pki, client_certs: bool) -> Self {
+        let tls_port = super::free_port();
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let args = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path(&pki.server_cert),
+            "--tls-key-file".into(),
+            path(&pki.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&pki.ca),
+            "--tls-auth-clients".into(),
+            if client_certs { "yes" } else { "no" }.into(),
+        ];
+        Self::start_with(Some(tls_port), args)
+    }
+
+    fn start_with(tls_port: Option<u16>, args: Vec<String>) -> Self {
         let mut server = Self {
             port: super::free_port(),
+            tls_port,
+            args,
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
         server.restart();
         server
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/0`, for a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}/0")
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -39,6 +77,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -1,0 +1,225 @@
+//! Stopping and replacing a gateway: SIGTERM drains the requests in flight, SIGQUIT hands the
+//! listening sockets to a new process with no connection refused under load, and the dedup
+//! snapshot carries the delivered IDs across a restart or an upgrade.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const BODY: &[u8] = br#"{"event":"dossier.created","data":{"id":1}}"#;
+const PATH: &str = "/webhooks/dossiers";
+
+fn routes(upstream: &Upstream) -> String {
+    format!(
+        "  - name: dossiers\n    path: {PATH}\n    upstream: {}\n    dedup: {{}}\n    verify:\n      secrets: [{SECRET}]\n",
+        upstream.url()
+    )
+}
+
+/// A config file in `dir` on fresh ports with a dedup snapshot at `snapshot`.
+fn write_config(
+    dir: &Path,
+    upstream: &Upstream,
+    snapshot: &Path,
+) -> (std::path::PathBuf, u16, u16) {
+    let (port, admin) = (free_port(), free_port());
+    let extra = format!("state:\n  snapshot_path: {}\n", snapshot.display());
+    let path = dir.join("hookgate.yaml");
+    std::fs::write(&path, config_yaml(port, admin, &routes(upstream), &extra)).unwrap();
+    (path, port, admin)
+}
+
+fn is_duplicate(resp: &Response) -> bool {
+    resp.status == 200 && resp.header("x-hookgate-duplicate") == Some("true")
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_request_in_flight_then_exits() {
+    let upstream = Upstream::start_with(Behavior::Delay(Duration::from_millis(800))).await;
+    let mut gw = Gateway::start(&routes(&upstream), "").await;
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move {
+        let sig = sign(SECRET, BODY);
+        let headers = [
+            ("X-Webhook-Signature", sig.as_str()),
+            ("X-Webhook-Delivery-Id", "d-1"),
+        ];
+        post(addr, PATH, &headers, BODY).await
+    });
+    wait_until(
+        "the upstream to get the request",
+        Duration::from_secs(10),
+        || {
+            let n = upstream.requests().len();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    gw.signal("TERM");
+    // Draining: no longer ready (or already gone), so a load balancer stops sending.
+    wait_until("/readyz to fail", Duration::from_secs(10), || async {
+        !matches!(get(gw.admin, "/readyz").await, Ok(r) if r.status == 200)
+    })
+    .await;
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(resp.status, 200);
+    let status = gw.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    // Once gone, the port refuses connections.
+    assert!(post(addr, PATH, &[], BODY).await.is_err());
+}
+
+#[tokio::test]
+async fn a_restart_does_not_forward_again_what_was_delivered_before_it() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("state").join("dedup.snapshot");
+    std::fs::create_dir(snapshot.parent().unwrap()).unwrap();
+    let (path, port, admin) = write_config(dir.path(), &upstream, &snapshot);
+
+    let mut first = Gateway::spawn(&path, port, admin, &[], "info");
+    first.wait_for("/readyz").await;
+    for id in ["a", "b", "c"] {
+        assert_eq!(first.deliver(PATH, id, BODY).await.status, 200);
+    }
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(20)).await.success());
+    assert!(
+        first.logs().contains("dedup snapshot written"),
+        "{}",
+        first.logs()
+    );
+    let bytes = std::fs::read(&snapshot).unwrap();
+    // Only keyed hashes: no delivery ID, no body in the file.
+    assert!(!bytes.windows(BODY.len()).any(|w| w == BODY));
+    drop(first);
+
+    let mut second = Gateway::spawn(&path, port, admin, &[], "info");
+    second.wait_for("/readyz").await;
+    assert!(
+        second.logs().contains("dedup snapshot loaded"),
+        "{}",
+        second.logs()
+    );
+    for id in ["a", "b", "c"] {
+        assert!(is_duplicate(&second.deliver(PATH, id, BODY).await), "{id}");
+    }
+    assert_eq!(second.deliver(PATH, "d", BODY).await.status, 200);
+    assert_eq!(upstream.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_corrupt_or_foreign_snapshot_is_ignored_with_a_warning() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("dedup.snapshot");
+    let (path, port, admin) = write_config(dir.path(), &upstream, &snapshot);
+    for contents in [
+        &b"HKGSNAP1 but cut short"[..],
+        b"{\"some\": \"other file\"}",
+    ] {
+        std::fs::write(&snapshot, contents).unwrap();
+        let mut gw = Gateway::spawn(&path, port, admin, &[], "warn");
+        gw.wait_for("/readyz").await;
+        let logs = gw.wait_for_log("ignoring the dedup snapshot").await;
+        assert!(
+            logs.contains("corrupt") || logs.contains("not a hookgate snapshot"),
+            "{logs}"
+        );
+        assert_eq!(gw.deliver(PATH, "x", BODY).await.status, 200);
+        gw.signal("INT");
+        gw.wait_exit(Duration::from_secs(20)).await;
+    }
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("dedup.snapshot");
+    let (path, port, admin) = write_config(dir.path(), &upstream, &snapshot);
+    let mut old = Gateway::spawn(&path, port, admin, &[], "info");
+    old.wait_for("/readyz").await;
+    assert_eq!(old.deliver(PATH, "before", BODY).await.status, 200);
+
+    // Senders keep going through the whole upgrade, one connection per request.
+    let stop = Arc::new(AtomicUsize::new(0));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let addr = old.addr;
+    let load: Vec<_> = (0..4)
+        .map(|worker| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let sig = sign(SECRET, BODY);
+                let mut n = 0;
+                while stop.load(Ordering::Relaxed) == 0 {
+                    let id = format!("load-{worker}-{n}");
+                    n += 1;
+                    let headers = [
+                        ("X-Webhook-Signature", sig.as_str()),
+                        ("X-Webhook-Delivery-Id", id.as_str()),
+                    ];
+                    match post(addr, PATH, &headers, BODY).await {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+
+    // The new process waits on the upgrade socket for the old one's listeners.
+    let mut new = Gateway::spawn(&path, port, admin, &["--upgrade"], "info");
+    let sock = std::env::temp_dir().join(format!("hookgate-upgrade-{port}.sock"));
+    wait_until(
+        "the new process to wait for the sockets",
+        Duration::from_secs(20),
+        || {
+            let exists = sock.exists();
+            async move { exists }
+        },
+    )
+    .await;
+    let before = ok.load(Ordering::Relaxed);
+    old.signal("QUIT");
+    let status = old.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}\n{}", old.logs());
+    new.wait_for("/readyz").await;
+    // Traffic went on after the old process left: the new one took it.
+    let after_exit = ok.load(Ordering::Relaxed);
+    wait_until(
+        "requests served by the new process",
+        Duration::from_secs(10),
+        || {
+            let n = ok.load(Ordering::Relaxed);
+            async move { n > after_exit + 20 }
+        },
+    )
+    .await;
+    stop.store(1, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the upgrade"
+    );
+    assert!(after_exit > before, "the load ran during the upgrade");
+    assert!(
+        new.logs().contains("dedup snapshot loaded"),
+        "{}",
+        new.logs()
+    );
+    // The delivery made before the upgrade is known to the new process.
+    assert!(is_duplicate(&new.deliver(PATH, "before", BODY).await));
+}
