@@ -143,17 +143,27 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Runs the gateway under strace with the Redis backend in front of the demo receiver, sends a
-# delivery through, scrapes /metrics (kept for the metric checks) and stops it with SIGTERM.
-# Every system call it made must pass the unit's SystemCallFilter, and every socket family
-# its RestrictAddressFamilies.
+# Runs the gateway under strace with the Redis backend and a TLS listener in front of the demo
+# receiver: sends a delivery over plain HTTP and one over TLS, refuses a forgery, reloads on
+# SIGHUP, scrapes /metrics (kept for the metric checks) and stops on SIGTERM. Every system call
+# it made must pass the unit's SystemCallFilter, and every socket family its
+# RestrictAddressFamilies.
 RUN_DIR=""
+fetch() {
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1"
+}
 traced_run() {
   RUN_DIR=$(mktemp -d)
-  local listen admin redis_port app pids=() rc=0 gw=""
-  listen=$(free_port) admin=$(free_port) redis_port=$(free_port) app=$(free_port)
-  cat >"$RUN_DIR/hookgate.yaml" <<EOF
+  local listen tls admin redis_port app pids=() rc=0 gw=""
+  listen=$(free_port) tls=$(free_port) admin=$(free_port) redis_port=$(free_port) app=$(free_port)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+    -keyout "$RUN_DIR/key.pem" -out "$RUN_DIR/cert.pem" 2>/dev/null || return 1
+  cat >"$RUN_DIR/hookgate.yaml" <<YAML
 listen: 127.0.0.1:$listen
+listen_tls:
+  addr: 127.0.0.1:$tls
+  cert: $RUN_DIR/cert.pem
+  key: $RUN_DIR/key.pem
 admin_listen: 127.0.0.1:$admin
 threads: 2
 state:
@@ -169,7 +179,7 @@ routes:
         - \${DOSSIER_SECRET}
     tier: pro
     dedup: {}
-EOF
+YAML
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN_DIR" >/dev/null &
   pids+=($!)
   "$BIN" receiver --listen "127.0.0.1:$app" >/dev/null 2>&1 &
@@ -184,19 +194,33 @@ EOF
     fi
     sleep 0.2 # poll interval
   done
+  gw=$(pgrep -P "$tracer" | head -1)
   if [ $rc -eq 0 ]; then
     "$BIN" send --url "http://127.0.0.1:$listen/webhooks/dossiers" --secret whsec_check >/dev/null || { echo "send failed"; rc=1; }
     "$BIN" send --url "http://127.0.0.1:$listen/webhooks/dossiers" --secret whsec_wrong >/dev/null && { echo "a forgery passed"; rc=1; }
-    python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
-      "http://127.0.0.1:$admin/metrics" >"$RUN_DIR/metrics" || rc=1
+    local body='{"event":"dossier.created","data":{"id":2}}' sig
+    sig=$(printf %s "$body" | "$BIN" sign --secret whsec_check)
+    python3 -c '
+import ssl, sys, urllib.request
+request = urllib.request.Request(sys.argv[1], data=sys.argv[3].encode(), headers={
+    "X-Webhook-Signature": sys.argv[2], "X-Webhook-Delivery-Id": "check-tls-1",
+    "Content-Type": "application/json"})
+assert urllib.request.urlopen(request, context=ssl._create_unverified_context()).status == 200
+' "https://127.0.0.1:$tls/webhooks/dossiers" "$sig" "$body" || { echo "the TLS delivery failed"; rc=1; }
+    kill -HUP "$gw"
+    deadline=$((SECONDS + 30))
+    until fetch "http://127.0.0.1:$admin/metrics" 2>/dev/null | grep -qF 'hookgate_config_reloads_total{result="success"} 1'; do
+      [ $SECONDS -ge $deadline ] && { echo "no successful reload after SIGHUP"; rc=1; break; }
+      sleep 0.2 # poll interval
+    done
+    fetch "http://127.0.0.1:$admin/metrics" >"$RUN_DIR/metrics" || rc=1
   fi
-  gw=$(pgrep -P "$tracer" | head -1)
   [ -n "$gw" ] && kill -TERM "$gw"
   wait "$tracer" 2>/dev/null
   # SIGINT: the demo receiver's fast shutdown (its graceful one waits for Pingora's defaults).
   for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
   wait "${pids[@]}" 2>/dev/null
-  [ $rc -eq 0 ] && echo "traced run: ready, one delivery forwarded, one forgery refused, /metrics scraped, SIGTERM"
+  [ $rc -eq 0 ] && echo "traced run: ready; forwarded over HTTP and TLS; a forgery refused; reloaded on SIGHUP; /metrics scraped; SIGTERM"
   return $rc
 }
 
@@ -252,7 +276,7 @@ systemd_root
 step "systemd-analyze verify" systemd_verify
 step "systemd-analyze security (exposure <= $MAX_EXPOSURE)" systemd_security
 rm -rf "$SDROOT"
-step "traced run (Redis backend, strace)" traced_run
+step "traced run (Redis backend, TLS, SIGHUP, strace)" traced_run
 step "system calls vs the unit's filters" syscall_filter
 step "promtool check rules + test rules" prom_rules
 step "dashboard schema, metric names, PromQL" dashboard

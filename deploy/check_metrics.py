@@ -7,7 +7,7 @@
   unique and its panels do not overlap on Grafana's 24-column grid.
 - Every metric name that the dashboard or the alert rules use is registered in src/metrics.rs
   AND served by a running gateway (METRICS_TEXT, a scrape of its /metrics); histogram names
-  carry _bucket/_count/_sum. Every `outcome` or `op` value they name is one the code defines.
+  carry _bucket/_count/_sum. Every `outcome`, `op` or `result` value they name is one the code defines.
 - Writes each dashboard query, its Grafana variables replaced by plain PromQL, as a recording
   rule to PROMQL_RULES_OUT, so `promtool check rules` parses every one of them.
 """
@@ -35,6 +35,8 @@ histograms = {
 }
 outcomes = set(re.findall(r'Outcome::\w+ => "([a-z_]+)"', metrics_rs))
 ops = set(re.findall(r'StateOp::\w+ => "([a-z_]+)"', metrics_rs))
+reload_impl = metrics_rs.split("impl ReloadResult", 1)[1].split("\n}\n", 1)[0] if "impl ReloadResult" in metrics_rs else ""
+results = set(re.findall(r'Self::\w+ => "([a-z_]+)"', reload_impl))
 if not (registered and histograms and outcomes and ops):
     sys.exit(f"could not read the metric names from src/metrics.rs: {registered} {histograms} {outcomes} {ops}")
 
@@ -60,7 +62,7 @@ def check_expr(where, expr):
             fail(f"{where}: `{name}` is not a metric of src/metrics.rs")
         elif name not in scraped:
             fail(f"{where}: `{name}` is not served by the running gateway's /metrics")
-    for label, allowed in (("outcome", outcomes), ("op", ops)):
+    for label, allowed in (("outcome", outcomes), ("op", ops), ("result", results)):
         for _, value in re.findall(label + r'\s*(=~|=)\s*"([^"]*)"', expr):
             for v in value.split("|"):
                 if v not in allowed:
@@ -126,5 +128,5 @@ if errors:
     print("\n".join(errors))
     sys.exit(1)
 print(f"ok: {n_rules} alert rules and {n_queries} dashboard queries use only the metrics and label "
-      f"values hookgate has ({len(registered)} metrics, {len(outcomes)} outcomes, {len(ops)} state ops); "
+      f"values hookgate has ({len(registered)} metrics, {len(outcomes)} outcomes, {len(ops)} state ops, {len(results)} reload results); "
       f"the dashboard matches its schema, with {len(ids)} panels and no overlap")

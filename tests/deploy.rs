@@ -216,20 +216,89 @@ impl<'a> Pod<'a> {
             .iter()
             .find(|m| m["mountPath"] == path)
             .unwrap_or_else(|| panic!("nothing mounted at {path}"));
-        let volume = self.pod_spec()["volumes"]
+        (mount, self.volume(mount))
+    }
+
+    fn volume(&self, mount: &Value) -> &'a Value {
+        self.pod_spec()["volumes"]
             .as_sequence()
             .unwrap()
             .iter()
             .find(|v| v["name"] == mount["name"])
-            .expect("the mount's volume");
-        (mount, volume)
+            .expect("the mount's volume")
     }
 
-    /// The hookgate config the pod mounts at `path` (a ConfigMap key, through `subPath`).
+    /// Where the file at `path` in the container comes from: the volume (the deepest mount
+    /// that holds `path`), and the ConfigMap or Secret key behind it.
+    fn file(&self, path: &str) -> File<'a> {
+        let mount = self.container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                let dir = s(&m["mountPath"]);
+                path == dir || path.starts_with(&format!("{}/", dir.trim_end_matches('/')))
+            })
+            .max_by_key(|m| s(&m["mountPath"]).len())
+            .unwrap_or_else(|| panic!("nothing mounted holds {path}"));
+        let volume = self.volume(mount);
+        let mount_path = s(&mount["mountPath"]);
+        let rel = match mount.get("subPath") {
+            Some(sub) => {
+                assert_eq!(mount_path, path, "a subPath mount is one file");
+                s(sub).to_string()
+            }
+            None => path[mount_path.len()..].trim_start_matches('/').to_string(),
+        };
+        // A volume's sources: itself (configMap, secret) or a projected volume's list.
+        let sources: Vec<(&str, &Value)> = match volume.get("projected") {
+            Some(p) => p["sources"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .flat_map(|src| {
+                    ["configMap", "secret"]
+                        .into_iter()
+                        .filter_map(move |kind| src.get(kind).map(|v| (kind, v)))
+                })
+                .collect(),
+            None => ["configMap", "secret"]
+                .into_iter()
+                .filter_map(|kind| volume.get(kind).map(|v| (kind, v)))
+                .collect(),
+        };
+        for (kind, source) in sources {
+            let name = source
+                .get("name")
+                .or_else(|| source.get("secretName"))
+                .map(s)
+                .expect("a source name");
+            let key = match source.get("items").and_then(|i| i.as_sequence()) {
+                Some(items) => items
+                    .iter()
+                    .find(|i| i["path"] == rel.as_str())
+                    .map(|i| s(&i["key"]).to_string()),
+                None => Some(rel.clone()),
+            };
+            if let Some(key) = key {
+                return File {
+                    kind,
+                    name: name.to_string(),
+                    key,
+                    volume,
+                    mount,
+                };
+            }
+        }
+        panic!("no source of {volume:?} provides {path}")
+    }
+
+    /// The hookgate config the pod mounts at `path`, from its ConfigMap.
     fn config_at(&self, path: &str) -> String {
-        let (mount, volume) = self.mount(path);
-        let configmap = object(self.docs, "ConfigMap", s(&volume["configMap"]["name"]));
-        s(&configmap["data"][s(&mount["subPath"])]).to_string()
+        let file = self.file(path);
+        assert_eq!(file.kind, "configMap", "{path}");
+        let configmap = object(self.docs, "ConfigMap", &file.name);
+        s(&configmap["data"][file.key.as_str()]).to_string()
     }
 
     fn container_port(&self, name: &str) -> u16 {
@@ -241,6 +310,16 @@ impl<'a> Pod<'a> {
             .unwrap_or_else(|| panic!("no container port named {name}"));
         port["containerPort"].as_u64().unwrap() as u16
     }
+}
+
+/// A file in a container, as a volume provides it.
+struct File<'a> {
+    /// `configMap` or `secret`.
+    kind: &'static str,
+    name: String,
+    key: String,
+    volume: &'a Value,
+    mount: &'a Value,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,29 +567,45 @@ fn ports_paths_and_user_agree_across_dockerfile_configs_and_manifests() {
             "{file}: Service"
         );
         assert!(exposed.contains(&port_of(facing)), "{file}: EXPOSE");
-        // listen_tls's files are where the TLS volume puts them, readable by the user.
+        // listen_tls's files come from the TLS Secret, readable by the container's user.
         if let Some(tls) = config.get("listen_tls") {
-            let (_, volume) = pod.mount("/etc/hookgate/tls");
-            let mode = volume["secret"]["defaultMode"].as_u64().unwrap_or(0o644);
-            let group = pod.container["securityContext"]["runAsGroup"].as_u64();
-            let fs_group = pod.pod_spec()["securityContext"]["fsGroup"].as_u64();
-            assert!(
-                mode & 0o004 != 0 || (mode & 0o040 != 0 && fs_group.is_some() && fs_group == group),
-                "{file}: the TLS files (mode {mode:o}) are not readable by the container's user"
-            );
-            let items: Vec<&str> = volume["secret"]["items"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .map(|i| s(&i["path"]))
-                .collect();
-            for key in ["cert", "key"] {
-                let path = s(&tls[key]);
-                let name = path.strip_prefix("/etc/hookgate/tls/").unwrap_or_else(|| {
-                    panic!("{file}: listen_tls.{key} {path} is outside the TLS mount")
-                });
-                assert!(items.contains(&name), "{file}: {name} not in {items:?}");
+            for (field, secret_key) in [("cert", "tls.crt"), ("key", "tls.key")] {
+                let path = s(&tls[field]);
+                let source = pod.file(path);
+                assert_eq!(
+                    (source.kind, source.key.as_str()),
+                    ("secret", secret_key),
+                    "{file}: listen_tls.{field} {path}"
+                );
+                let spec = source
+                    .volume
+                    .get("projected")
+                    .unwrap_or(&source.volume["secret"]);
+                let mode = spec["defaultMode"].as_u64().unwrap_or(0o644);
+                let group = pod.container["securityContext"]["runAsGroup"].as_u64();
+                let fs_group = pod.pod_spec()["securityContext"]["fsGroup"].as_u64();
+                assert!(
+                    mode & 0o004 != 0
+                        || (mode & 0o040 != 0 && fs_group.is_some() && fs_group == group),
+                    "{file}: {path} (mode {mode:o}) is not readable by the container's user"
+                );
             }
+        }
+        // Config updates reach the container only through a directory mount, not a subPath.
+        let config_file = pod.file(config_path);
+        assert!(
+            config_file.mount.get("subPath").is_none(),
+            "{file}: a subPath mount never sees ConfigMap updates, so reloads would not happen"
+        );
+        // A snapshot_path is on a writable volume.
+        if let Some(snapshot) = config["state"].get("snapshot_path") {
+            let dir = Path::new(s(snapshot)).parent().unwrap().to_str().unwrap();
+            let (mount, volume) = pod.mount(dir);
+            assert!(
+                volume.get("emptyDir").is_some() || volume.get("persistentVolumeClaim").is_some(),
+                "{file}: {dir}"
+            );
+            assert_ne!(mount["readOnly"].as_bool(), Some(true), "{file}: {dir}");
         }
         // Every `${NAME}` without a fallback is in the container's environment.
         let text = pod.config_at(config_path);
