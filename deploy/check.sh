@@ -156,7 +156,7 @@ traced_run() {
   RUN_DIR=$(mktemp -d)
   local listen tls admin redis_port app pids=() rc=0 gw=""
   listen=$(free_port) tls=$(free_port) admin=$(free_port) redis_port=$(free_port) app=$(free_port)
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN=127.0.0.1 \
     -keyout "$RUN_DIR/key.pem" -out "$RUN_DIR/cert.pem" 2>/dev/null || return 1
   cat >"$RUN_DIR/hookgate.yaml" <<YAML
 listen: 127.0.0.1:$listen
