@@ -2,6 +2,9 @@
 # hookgate's one entry point for a fresh machine (Debian with the Rust toolchain):
 #   scripts/dev.sh run    install build prerequisites, build, run the gateway on config/hookgate.yaml
 #   scripts/dev.sh test   install build prerequisites, run the whole test suite
+#   scripts/dev.sh build  install build prerequisites (not redis-server), build the release binary
+#   scripts/dev.sh deps   install the build prerequisites only (not redis-server)
+#                         (deploy/Dockerfile's build stage runs `deps`, then `build`)
 # Extra arguments after `run` go to `hookgate run` (e.g. --config other.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,13 +15,18 @@ cd "$(dirname "$0")/.."
 # check the Redis state backend; the gateway itself needs no local Redis. With
 # OPENSSL_NO_VENDOR=1 the build links the system's OpenSSL instead (e.g. a FIPS-validated one;
 # README, "TLS"), which needs its headers and pkg-config.
+# `--no-redis`: only what the build needs (the tests' redis-server and openssl left out).
 install_prerequisites() {
   local missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v cc >/dev/null 2>&1 || missing+=(build-essential)
   command -v make >/dev/null 2>&1 || missing+=(make)
   perl -MFindBin -MIPC::Cmd -e 1 >/dev/null 2>&1 || missing+=(perl)
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ "${1:-}" != --no-redis ]; then
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    # tests/deploy.rs makes a self-signed certificate for the edge manifest's listen_tls.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  fi
   if [ -n "${OPENSSL_NO_VENDOR:-}" ] && [ "${OPENSSL_NO_VENDOR}" != 0 ]; then
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
@@ -43,8 +51,15 @@ case "$cmd" in
     install_prerequisites
     cargo test "$@"
     ;;
+  deps)
+    install_prerequisites --no-redis
+    ;;
+  build)
+    install_prerequisites --no-redis
+    cargo build --release --locked --bin hookgate "$@"
+    ;;
   *)
-    echo "usage: scripts/dev.sh run|test" >&2
+    echo "usage: scripts/dev.sh run|test|build|deps" >&2
     exit 2
     ;;
 esac

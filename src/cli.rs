@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `sign`, `send`.
+//! The command line: `run`, `check`, `sign`, `send`, `receiver`, `health`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -98,6 +98,19 @@ pub enum Command {
     Receiver {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: String,
+    },
+
+    /// Ask a running gateway's admin listener for /healthz (or --path) and exit 0 if it
+    /// answers 200, 1 otherwise: a health check for images that have no curl.
+    Health {
+        /// The gateway's `admin_listen` address (an `0.0.0.0` listener answers on 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// Deadline for connecting and for each read and write.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -521,4 +534,47 @@ pub async fn send(
         status,
         body: response,
     })
+}
+
+/// `health`: GETs `path` from `admin` over plain HTTP/1.1 and returns the status code and the
+/// first line of the body. Blocking, with `timeout` for connecting and for each read and write.
+pub fn health(
+    admin: &str,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::Write;
+    use std::net::{TcpStream, ToSocketAddrs};
+
+    let addr = admin
+        .to_socket_addrs()
+        .with_context(|| format!("invalid admin address {admin:?}"))?
+        .next()
+        .with_context(|| format!("{admin:?} resolved to no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hookgate-health\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    // The admin listener closes after a `Connection: close` answer; 64 KiB is plenty for
+    // /healthz and /readyz, whose bodies are one line.
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .with_context(|| format!("reading the answer from {addr}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse::<u16>().ok())
+        .with_context(|| format!("{addr} did not answer HTTP"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.lines().next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -62,6 +62,24 @@ fn main() -> ExitCode {
             tracing::info!(listen = %listen.join(" "), admin = %config.admin_listen, routes = config.routes.len(), "starting hookgate");
             hookgate::server::run(&config, &path, upgrade)
         }
+        Command::Health {
+            admin,
+            path,
+            timeout,
+        } => match cli::health(&admin, &path, timeout) {
+            Ok((status, body)) => {
+                println!("{status} {body}");
+                if status == 200 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("hookgate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Receiver { listen } => {
             init_logging(LogFormat::Text);
             hookgate::receiver::run(&listen)

@@ -137,3 +137,45 @@ fn check_warns_about_a_dedup_capacity_below_the_tier_rate_and_still_succeeds() {
         "warnings go to stderr: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn health_exits_0_on_200_and_1_otherwise() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::single(&upstream, "", "").await;
+    let admin = gw.admin.to_string();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let runs = tokio::task::spawn_blocking(move || {
+        [
+            hookgate(&["health", "--admin", &admin]),
+            hookgate(&["health", "--admin", &admin, "--path", "/readyz"]),
+            hookgate(&["health", "--admin", &admin, "--path", "/nope"]),
+            hookgate(&["health", "--admin", &nobody, "--timeout", "500ms"]),
+        ]
+    })
+    .await
+    .unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let [healthz, readyz, missing, down] = runs;
+    assert_eq!(healthz.status.code(), Some(0), "{}", text(&healthz));
+    assert_eq!(String::from_utf8_lossy(&healthz.stdout), "200 ok\n");
+    assert_eq!(readyz.status.code(), Some(0), "{}", text(&readyz));
+    assert_eq!(String::from_utf8_lossy(&readyz.stdout), "200 ready\n");
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stdout).starts_with("404 "),
+        "{}",
+        text(&missing)
+    );
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("connecting to"),
+        "{}",
+        text(&down)
+    );
+}
