@@ -3,9 +3,11 @@
 //! The file is watched through its *directory* (inotify, via `notify`), so the watch survives
 //! what replaces a file rather than writing it in place: editors that write a new file and
 //! rename it over the old one, `git checkout`, and Kubernetes ConfigMap volumes, which swap a
-//! `..data` symlink in that directory. Every event in the directory only triggers a look at
-//! the file: a reload happens when its contents differ from the last ones read. SIGHUP reloads
-//! whatever the contents.
+//! `..data` symlink in that directory. The directories of the TLS listener's certificate and
+//! key are watched too. Every event only triggers a look at the files: a reload happens when
+//! the config file's bytes, or the certificate's or key's, differ from the last ones read (so a
+//! renewed certificate written over the old one, or a Kubernetes Secret update, is picked up
+//! without touching the YAML). SIGHUP reloads whatever the contents.
 //!
 //! A reload loads and validates the whole file first. A bad file is refused with a log line
 //! naming the error, and the running configuration keeps serving. A good one is built into a
@@ -69,8 +71,41 @@ pub struct Reloader {
     clock: Arc<dyn Clock>,
     /// The settings bound at start, to tell when a reload changes them.
     started: Bound,
-    /// SHA-256 of the contents last read, good or bad.
+    /// SHA-256 of the contents last read (the config file, then the files it names that a
+    /// reload reads again), good or bad.
     last_read: Mutex<[u8; 32]>,
+    /// The files besides the config whose contents a reload takes in: the TLS listener's
+    /// certificate and key, as the serving configuration names them.
+    files: Mutex<Vec<PathBuf>>,
+}
+
+/// The files other than the config file that a reload reads again: the TLS listener's
+/// certificate and key.
+fn named_files(config: &Config) -> Vec<PathBuf> {
+    match &config.listen_tls {
+        Some(tls) => vec![
+            tls.cert.cert_path().to_path_buf(),
+            tls.cert.key_path().to_path_buf(),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// SHA-256 over the config file's bytes and, for each of `files`, its path and bytes (an
+/// unreadable one counts as empty: the reload itself then reports it).
+fn digest(contents: &[u8], files: &[PathBuf]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update((contents.len() as u64).to_le_bytes());
+    hash.update(contents);
+    for file in files {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        let path = file.as_os_str().as_encoded_bytes();
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path);
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    hash.finalize().into()
 }
 
 /// The settings a reload cannot change.
@@ -136,6 +171,7 @@ impl Reloader {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let contents = std::fs::read(path).unwrap_or_default();
+        let files = named_files(config);
         Self {
             path: path.to_path_buf(),
             live,
@@ -143,8 +179,26 @@ impl Reloader {
             metrics,
             clock,
             started: Bound::of(config),
-            last_read: Mutex::new(Sha256::digest(&contents).into()),
+            last_read: Mutex::new(digest(&contents, &files)),
+            files: Mutex::new(files),
         }
+    }
+
+    /// The directories a watcher should watch: the config file's, and those of the files it
+    /// names that a reload reads again.
+    pub fn directories(&self) -> Vec<PathBuf> {
+        let parent = |p: &Path| {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            dir.unwrap_or_else(|| Path::new(".")).to_path_buf()
+        };
+        let mut dirs = vec![parent(&self.path)];
+        for file in self.files.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let dir = parent(file);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        dirs
     }
 
     /// Reads the file and, if it is valid, swaps in a runtime built from it. With `force`
@@ -170,13 +224,14 @@ impl Reloader {
             path: self.path.display().to_string(),
             source,
         })?;
-        let digest: [u8; 32] = Sha256::digest(&contents).into();
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let read = digest(&contents, &files);
         {
             let mut last = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && *last == digest {
+            if !force && *last == read {
                 return Ok(Reloaded::Unchanged);
             }
-            *last = digest;
+            *last = read;
         }
         let text = String::from_utf8_lossy(&contents);
         let origin = self.path.display().to_string();
@@ -197,6 +252,10 @@ impl Reloader {
         if let (Some(store), Some(tls)) = (&self.cert_store, &config.listen_tls) {
             store.replace(tls.cert.clone());
         }
+        // From now on the files this configuration names are the ones compared.
+        let files = named_files(&config);
+        *self.last_read.lock().unwrap_or_else(|e| e.into_inner()) = digest(&contents, &files);
+        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = files;
         tracing::info!(
             routes = config.routes.len(),
             "configuration reloaded; new requests use it"
@@ -220,9 +279,10 @@ impl ConfigWatcher {
         }
     }
 
-    /// Watches the directory holding the config file; events arrive on the returned channel.
-    /// `None` (logged) if the directory cannot be watched: SIGHUP still works.
-    fn watch_directory(
+    /// Watches the directories of the config file and of the files it names; events arrive
+    /// on the returned channel. `None` (logged) if the config's directory cannot be watched:
+    /// SIGHUP still works.
+    fn watch_directories(
         &self,
     ) -> Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
         use notify::Watcher;
@@ -233,22 +293,22 @@ impl ConfigWatcher {
                 let _ = tx.try_send(());
             }
         };
-        let path = &self.reloader.path;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(|| Path::new("."));
-        let watched = notify::recommended_watcher(handler).and_then(|mut watcher| {
-            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-            Ok(watcher)
-        });
-        match watched {
-            Ok(watcher) => Some((watcher, rx)),
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(watcher) => watcher,
             Err(error) => {
-                tracing::warn!(%error, dir = %dir.display(), "cannot watch the configuration's directory; reload with SIGHUP");
-                None
+                tracing::warn!(%error, "cannot watch the configuration's files; reload with SIGHUP");
+                return None;
+            }
+        };
+        for (i, dir) in self.reloader.directories().iter().enumerate() {
+            if let Err(error) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(%error, dir = %dir.display(), "cannot watch this directory; reload with SIGHUP");
+                if i == 0 {
+                    return None;
+                }
             }
         }
+        Some((watcher, rx))
     }
 }
 
@@ -263,7 +323,7 @@ impl BackgroundService for ConfigWatcher {
                 None
             }
         };
-        let (_watcher, mut events) = match self.watch_directory() {
+        let (_watcher, mut events) = match self.watch_directories() {
             Some((watcher, events)) => (Some(watcher), Some(events)),
             None => (None, None),
         };

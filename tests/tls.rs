@@ -465,4 +465,22 @@ async fn a_reload_rotates_the_listeners_certificate() {
         assert_eq!(resp.status, 200);
     }
     assert_eq!(upstream.requests().len(), 2);
+
+    // A renewal written over the same files, the YAML untouched (certbot, a Kubernetes
+    // Secret): the watcher sees the files change and reloads.
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let renewed = ca.issue(renewed_dir.path(), "renewed", &["localhost"]);
+    std::fs::copy(&renewed.key_path, &second.key_path).unwrap();
+    std::fs::copy(&renewed.cert_path, &second.cert_path).unwrap();
+    gateway
+        .wait_for_metrics(&["hookgate_config_reloads_total{result=\"success\"} 2\n"])
+        .await;
+    // A new client (no session to resume, which would skip the certificate).
+    let fresh = client(ca.roots(), &[&version::TLS13], &[b"http/1.1"]);
+    let latest = connect(&fresh, tls_addr, "localhost").await.unwrap();
+    assert_eq!(
+        served(&latest),
+        renewed.cert,
+        "the renewed certificate is served"
+    );
 }
