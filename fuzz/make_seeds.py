@@ -77,6 +77,8 @@ di('escaped', '/id', ' padded ', 'dossier.created', '{"id":"evt_\\u0031","event"
 di('repeated-keys', '/id', '', '', '{"id":"a","id":"b","timestamp":"2024-01-15T10:30:00Z","timestamp":"1999-01-01T00:00:00Z"}')
 di('not-json', '', '', 'dossier.created', 'token=abc&event=dossier.created')
 di('empty', '', '', '', '')
+di('array-body', '/0', '', '', '["message.received"]')
+di('array-timestamp', '', '', 'push', '["2024-01-15T10:29:30Z"]')
 di('stale', '/id', 'd', '', '{"timestamp":"2024-01-15T10:00:00Z","event":"dossier.created"}')
 
 # framing: version byte, header lines, empty line, raw head

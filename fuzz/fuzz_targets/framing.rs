@@ -56,9 +56,9 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    let raw_cl = raw.split(|&b| b == b'\n').any(|line| {
-        line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:")
-    });
+    let raw_cl = raw
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"));
     let want_ok = te.is_empty()
         || (!header.headers.contains_key(http::header::CONTENT_LENGTH)
             && !raw_cl
