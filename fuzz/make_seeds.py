@@ -79,6 +79,7 @@ di('not-json', '', '', 'dossier.created', 'token=abc&event=dossier.created')
 di('empty', '', '', '', '')
 di('array-body', '/0', '', '', '["message.received"]')
 di('array-timestamp', '', '', 'push', '["2024-01-15T10:29:30Z"]')
+di('lone-surrogate', '/id', '', '', '{"id":"evt_1","event":"message.received","x":"\\ud800"}')
 di('stale', '/id', 'd', '', '{"timestamp":"2024-01-15T10:00:00Z","event":"dossier.created"}')
 
 # framing: version byte, header lines, empty line, raw head
@@ -138,6 +139,7 @@ w('config_loader', 'errors', '''routes:
     verify: { secrets: [], secrets: [x] }
     tier: gold
 ''')
+w('config_loader', 'cr-line-breaks', 'routes:\r  - name: a\r    name: b\r')
 w('config_loader', 'anchors', '''x: &a [*a]
 routes: &r
   - &route { name: a, path: /a, upstream: "http://127.0.0.1:1", verify: { secrets: [k] } }
