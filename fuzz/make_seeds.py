@@ -90,6 +90,7 @@ fr('chunked', '\x00Transfer-Encoding: Chunked \n\nPOST / HTTP/1.1\r\nTransfer-En
 fr('http10', '\x01Transfer-Encoding:chunked\n\n')
 fr('gzip-chunked', '\x00Transfer-Encoding:gzip, chunked\nContent-Length:3\n\n')
 fr('two-te', '\x00Transfer-Encoding:chunked\nTransfer-Encoding:chunked\n\n')
+fr('empty-cl-bare-lf', '\x00Transfer-Encoding:chunked\n\nPOST / HTTP/1.1\nTransfer-Encoding: chunked\ncontent-length:')
 fr('plain', '\x00Content-Length:3\n\nPOST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n')
 
 # config_loader
