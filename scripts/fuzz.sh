@@ -63,7 +63,7 @@ for target in "${targets[@]}"; do
     "$target" "$status" "${execs:-?}" "${rate:-?}" "$cov" "$corpus")")
   if [ "$status" = CRASH ]; then
     grep -E 'panicked at|ERROR: libFuzzer|SUMMARY:|Test unit written to' "$log" | head -n 5 >&2 || true
-    grep -oE 'fuzz/artifacts/[^ ]+' "$log" | sort -u | sed 's/^/crash input: /' >&2 || true
+    sed -n 's/.*Test unit written to \(.*\)$/crash input: \1/p' "$log" | sort -u >&2 || true
   fi
 done
 
