@@ -21,7 +21,9 @@ use base64::Engine;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use hookgate::clock::ManualClock;
-use hookgate::config::model::{HmacAlgorithm, HmacScheme, Scheme, SignatureEncoding, SignedContent};
+use hookgate::config::model::{
+    HmacAlgorithm, HmacScheme, Scheme, SignatureEncoding, SignedContent,
+};
 use hookgate::config::{Secret, VerifyConfig};
 use hookgate::verify::{self, Delivery, Verifier, VerifyError};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -61,15 +63,16 @@ const KINDS: [Kind; 9] = [
 
 impl Kind {
     fn config(self, secrets: Vec<Secret>) -> VerifyConfig {
-        let generic = |algorithm, encoding, prefix: &str, template: &str, ts: Option<&'static str>| {
-            Scheme::Hmac(HmacScheme {
-                algorithm,
-                encoding,
-                prefix: prefix.to_string(),
-                signed_content: SignedContent::parse(template).unwrap(),
-                timestamp_header: ts.map(HeaderName::from_static),
-            })
-        };
+        let generic =
+            |algorithm, encoding, prefix: &str, template: &str, ts: Option<&'static str>| {
+                Scheme::Hmac(HmacScheme {
+                    algorithm,
+                    encoding,
+                    prefix: prefix.to_string(),
+                    signed_content: SignedContent::parse(template).unwrap(),
+                    timestamp_header: ts.map(HeaderName::from_static),
+                })
+            };
         let scheme = match self {
             Self::Spec => Scheme::HmacSha256,
             Self::StandardWebhooks => Scheme::StandardWebhooks,
@@ -179,21 +182,10 @@ fn oracle_signature(kind: Kind, raw_secret: &str, body: &[u8], id: &str, t: u64)
             STANDARD.encode(mac::<S256>(key, &[id.as_bytes(), b".", ts, b".", body]))
         ),
         Kind::GitHub => format!("sha256={}", hex(&mac::<S256>(key, &[body]))),
-        Kind::Stripe => format!(
-            "t={t},v1={}",
-            hex(&mac::<S256>(key, &[ts, b".", body]))
-        ),
-        Kind::Slack => format!(
-            "v0={}",
-            hex(&mac::<S256>(key, &[b"v0:", ts, b":", body]))
-        ),
-        Kind::Template => {
-            STANDARD.encode(mac::<S256>(key, &[id.as_bytes(), b".", ts, b".", body]))
-        }
-        Kind::Sha512 => format!(
-            "sha512={}",
-            hex(&mac::<Hmac<sha2::Sha512>>(key, &[body]))
-        ),
+        Kind::Stripe => format!("t={t},v1={}", hex(&mac::<S256>(key, &[ts, b".", body]))),
+        Kind::Slack => format!("v0={}", hex(&mac::<S256>(key, &[b"v0:", ts, b":", body]))),
+        Kind::Template => STANDARD.encode(mac::<S256>(key, &[id.as_bytes(), b".", ts, b".", body])),
+        Kind::Sha512 => format!("sha512={}", hex(&mac::<Hmac<sha2::Sha512>>(key, &[body]))),
         Kind::Sha1 => format!(
             "sha1={}",
             hex(&mac::<Hmac<sha1::Sha1>>(key, &[b"v1:{x}:", body]))
