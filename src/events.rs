@@ -194,6 +194,11 @@ fn body_event(body: &[u8]) -> Option<Cow<'_, str>> {
         #[serde(borrow, default)]
         event: Option<Cow<'a, str>>,
     }
+    // A derived struct also deserializes from a JSON array (`["x"]` would be event `x`); only
+    // an object has a top-level `event`, as with validation (`Value::get`).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     serde_json::from_slice::<Envelope>(body).ok()?.event
 }
 

@@ -45,10 +45,11 @@ pub fn check(
     Ok(())
 }
 
-/// Whether raw HTTP/1 header bytes contain a `Content-Length` field line.
+/// Whether raw HTTP/1 header bytes contain a `Content-Length` field line (an empty value
+/// included: `Content-Length:` ending a bare-LF line is one too).
 fn has_content_length_line(raw: &[u8]) -> bool {
     raw.split(|b| *b == b'\n')
-        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
 #[cfg(test)]
@@ -82,6 +83,21 @@ mod tests {
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n",
         );
         assert!(check(&h, || raw).is_ok());
+    }
+
+    // Found while writing the oracle of fuzz/fuzz_targets/framing.rs (not by a run): an empty
+    // `Content-Length:` on a bare-LF line was 15 bytes long and not seen.
+    #[test]
+    fn an_empty_content_length_line_is_found_too() {
+        let h = request(HTTP_11, &[("Transfer-Encoding", "chunked")]);
+        for raw in [
+            &b"POST / HTTP/1.1\nContent-Length:\nTransfer-Encoding: chunked\n\n"[..],
+            b"POST / HTTP/1.1\nTransfer-Encoding: chunked\ncontent-length:",
+            b"POST / HTTP/1.1\r\nContent-Length:\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let raw = bytes::Bytes::from_static(raw);
+            assert!(check(&h, || raw.clone()).is_err(), "{raw:?}");
+        }
     }
 
     #[test]

@@ -54,6 +54,11 @@ impl ReplayWindow {
     /// from the gateway's [`Clock`](crate::clock::Clock)). Allocates nothing unless the
     /// timestamp string contains JSON escapes.
     pub fn check_body(&self, body: &[u8], now: Duration) -> Result<(), ReplayError> {
+        // A derived struct also deserializes from a JSON array, whose first element would be
+        // taken for the timestamp: only an object has a `timestamp` field.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ReplayError::Unparsable);
+        }
         let payload: Timestamped<'_> =
             serde_json::from_slice(body).map_err(|_| ReplayError::Unparsable)?;
         let timestamp = payload.timestamp.ok_or(ReplayError::Missing)?;
@@ -396,5 +401,22 @@ mod tests {
         );
         assert_eq!(check("not json"), Err(ReplayError::Unparsable));
         assert_eq!(check(""), Err(ReplayError::Unparsable));
+    }
+
+    // Found by fuzz/fuzz_targets/delivery_ids.rs: an array's first element was read as the
+    // timestamp, so `["<now>"]` passed the window.
+    #[test]
+    fn only_an_object_has_a_timestamp() {
+        let w = window();
+        let check = |body: &str| w.check_body(body.as_bytes(), NOW);
+        for body in [
+            r#"["2024-01-15T10:29:00Z"]"#,
+            r#" ["2024-01-15T10:29:00Z"]"#,
+            "[]",
+            r#""2024-01-15T10:29:00Z""#,
+        ] {
+            assert_eq!(check(body), Err(ReplayError::Unparsable), "{body}");
+        }
+        assert_eq!(check(" \n{\"timestamp\":\"2024-01-15T10:29:00Z\"}"), Ok(()));
     }
 }

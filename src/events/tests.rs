@@ -77,6 +77,22 @@ fn the_event_type_comes_from_the_body() {
     }
 }
 
+// Found by fuzz/fuzz_targets/delivery_ids.rs: without validation, an array's first element was
+// read as the event type (`["message.received"]`), while validation found none.
+#[test]
+fn only_an_object_names_an_event() {
+    let plain = events(Some(&["message.received"]), &[], false);
+    for body in [r#"["message.received"]"#, r#" ["message.received", 1]"#] {
+        assert_eq!(
+            admit(&plain, body),
+            Err(Refused::Filtered { event: None }),
+            "{body}"
+        );
+    }
+    let got = admit(&plain, "\n {\"event\":\"message.received\"}").unwrap();
+    assert_eq!(got.event.as_deref(), Some("message.received"));
+}
+
 #[test]
 fn a_scheme_header_names_the_event_when_the_body_does_not() {
     let mut config = events(Some(&["push"]), &[], false);

@@ -121,19 +121,19 @@ pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
     format!("v1,{}", mac.to_base64())
 }
 
-/// `webhook-id`, `webhook-timestamp` and `webhook-signature`.
+/// `webhook-id`, `webhook-timestamp` and `webhook-signature`. The ID is signed and sent without
+/// surrounding whitespace: a receiver never sees it (RFC 9110 §5.5), so a signature over it
+/// would never verify.
 pub(super) fn signed_headers(
     secret: &Secret,
     delivery: &Delivery<'_>,
 ) -> Result<Vec<(HeaderName, String)>, SignError> {
     let key = key_of(secret).map_err(SignError::BadSecret)?;
+    let id = delivery.id.trim_ascii();
     Ok(vec![
-        (ID, delivery.id.to_string()),
+        (ID, id.to_string()),
         (TIMESTAMP, delivery.timestamp.to_string()),
-        (
-            SIGNATURE,
-            sign(&key, delivery.id, delivery.timestamp, delivery.body),
-        ),
+        (SIGNATURE, sign(&key, id, delivery.timestamp, delivery.body)),
     ])
 }
 
@@ -347,6 +347,32 @@ mod tests {
         let mut h = valid();
         h.insert(SIGNATURE, OTHER.parse().unwrap());
         assert_eq!(v.verify(&h, body).map(drop), Err(VerifyError::Mismatch));
+    }
+
+    // Found by fuzz/fuzz_targets/delivery_ids.rs: an ID with surrounding spaces was signed as
+    // given but verified trimmed (as it arrives), so the signed request never verified.
+    #[test]
+    fn an_id_with_surrounding_whitespace_is_signed_as_it_arrives() {
+        let headers_of = |id: &str| {
+            let delivery = Delivery {
+                body: BODY,
+                timestamp: TS,
+                id,
+                headers: &HeaderMap::new(),
+            };
+            let mut h = HeaderMap::new();
+            for (name, value) in signed_headers(&Secret::new(SECRET), &delivery).unwrap() {
+                h.insert(name, value.parse().unwrap());
+            }
+            h
+        };
+        let padded = headers_of(" \tmsg_1 ");
+        assert_eq!(padded, headers_of("msg_1"));
+        assert_eq!(check(&padded), Ok(()));
+        let verified = (verifier(TS).0)
+            .verify(&padded, Bytes::from_static(BODY))
+            .unwrap();
+        assert_eq!(verified.signed_id(), Some(&b"msg_1"[..]));
     }
 
     #[test]
