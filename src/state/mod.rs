@@ -417,7 +417,13 @@ impl Maintenance {
             };
             route.metrics.dedup_entries.set(store.len() as i64);
             let total = store.evictions();
-            let before = reported.insert(route.name.clone(), total).unwrap_or(0);
+            let before = match reported.get_mut(&route.name) {
+                Some(last) => std::mem::replace(last, total),
+                None => {
+                    reported.insert(route.name.clone(), total);
+                    0
+                }
+            };
             // A count that went down belongs to a new store: all of it is new.
             let new = if total >= before {
                 total - before

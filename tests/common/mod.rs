@@ -649,6 +649,11 @@ pub async fn post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
+    raw(addr, &post_request(path, headers, body)).await
+}
+
+/// The bytes of an HTTP/1.1 POST of `body` to `path` with `headers` (`Connection: close`).
+pub fn post_request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -659,7 +664,7 @@ pub async fn post(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    raw(addr, &bytes).await
+    bytes
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
