@@ -21,13 +21,22 @@ use tokio::net::{TcpListener, TcpStream};
 pub const SECRET: &str = "whsec_test_current";
 pub const OLD_SECRET: &str = "whsec_test_previous";
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and one this test process has not handed out before:
+/// the kernel may give the same free port to two binds in a row, and two listeners of one
+/// gateway (or two gateways) must not be configured on the same port.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns true or `deadline` passes.
