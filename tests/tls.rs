@@ -87,6 +87,18 @@ fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a 
     headers.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// POSTs the signed sample event with delivery ID `id` to `path` over `stream` (HTTP/1.1).
+async fn deliver_sample(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    path: &str,
+    id: &str,
+) -> Response {
+    let headers = signed(SAMPLE.as_bytes(), id);
+    post_h1(stream, path, &as_refs(&headers), SAMPLE.as_bytes())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn signed_requests_over_tls_1_3_and_1_2_are_forwarded() {
     let upstream = Upstream::start().await;
@@ -99,15 +111,12 @@ async fn signed_requests_over_tls_1_3_and_1_2_are_forwarded() {
         let connector = gw.client(&[offered], &[b"http/1.1"]);
         let mut stream = connect(&connector, gw.tls_addr, "localhost").await.unwrap();
         assert_eq!(stream.get_ref().1.protocol_version(), Some(negotiated));
-        let headers = signed(SAMPLE.as_bytes(), &format!("tls-{i}"));
-        let resp = post_h1(
+        let resp = deliver_sample(
             &mut stream,
             "/webhooks/dossiers?over=tls",
-            &as_refs(&headers),
-            SAMPLE.as_bytes(),
+            &format!("tls-{i}"),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(resp.status, 200, "{negotiated:?}: {:?}", resp.body);
         let got = &upstream.requests()[i];
         assert_eq!(got.target, "/webhooks/dossiers?over=tls");
@@ -133,15 +142,7 @@ async fn min_version_1_3_refuses_tls_1_2_senders() {
     assert!(refused.is_err(), "a TLS 1.2 handshake succeeded");
     let tls13 = gw.client(&[&version::TLS13], &[b"http/1.1"]);
     let mut stream = connect(&tls13, gw.tls_addr, "localhost").await.unwrap();
-    let headers = signed(SAMPLE.as_bytes(), "v13");
-    let resp = post_h1(
-        &mut stream,
-        "/webhooks/dossiers",
-        &as_refs(&headers),
-        SAMPLE.as_bytes(),
-    )
-    .await
-    .unwrap();
+    let resp = deliver_sample(&mut stream, "/webhooks/dossiers", "v13").await;
     assert_eq!(resp.status, 200);
     assert_eq!(upstream.requests().len(), 1);
 }
@@ -453,15 +454,7 @@ async fn a_reload_rotates_the_listeners_certificate() {
     );
     // Both connections carry requests: the one opened before the swap keeps its session.
     for (i, stream) in [&mut before, &mut after].into_iter().enumerate() {
-        let headers = signed(SAMPLE.as_bytes(), &format!("rotation-{i}"));
-        let resp = post_h1(
-            stream,
-            "/webhooks/dossiers",
-            &as_refs(&headers),
-            SAMPLE.as_bytes(),
-        )
-        .await
-        .unwrap();
+        let resp = deliver_sample(stream, "/webhooks/dossiers", &format!("rotation-{i}")).await;
         assert_eq!(resp.status, 200);
     }
     assert_eq!(upstream.requests().len(), 2);

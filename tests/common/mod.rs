@@ -127,6 +127,17 @@ impl Upstream {
 
     /// An upstream accepting on `listener`.
     pub fn serve(listener: TcpListener, behavior: Behavior) -> Self {
+        Self::serve_with(listener, behavior, |stream| async move { Some(stream) })
+    }
+
+    /// An upstream accepting on `listener`, each connection first passed through `open` (a
+    /// TLS handshake, say); a connection `open` refuses is counted and dropped.
+    pub fn serve_with<S, F, Fut>(listener: TcpListener, behavior: Behavior, open: F) -> Self
+    where
+        S: Resettable + Send + 'static,
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<S>> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -138,7 +149,13 @@ impl Upstream {
                     return;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_connection(stream, r.clone(), b.clone()));
+                let opened = open(stream);
+                let (r, b) = (r.clone(), b.clone());
+                tokio::spawn(async move {
+                    if let Some(stream) = opened.await {
+                        serve_connection(stream, r, b).await;
+                    }
+                });
             }
         });
         Self {

@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, pki_types};
 use tokio_rustls::{client::TlsStream, TlsAcceptor, TlsConnector};
 
-use super::{read_response, serve_connection, Behavior, Response, Upstream};
+use super::{read_response, Behavior, Response, Upstream};
 
 /// A certificate authority made for one test, and what it issued.
 pub struct Authority {
@@ -201,33 +200,12 @@ impl Upstream {
             .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let behavior = Arc::new(Mutex::new(Behavior::Respond(200, r#"{"ok":true}"#)));
-        let (r, c, b) = (requests.clone(), connections.clone(), behavior.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                c.fetch_add(1, Ordering::SeqCst);
-                let (acceptor, r, b) = (acceptor.clone(), r.clone(), b.clone());
-                tokio::spawn(async move {
-                    // A client that refuses the certificate ends here, before any request.
-                    if let Ok(stream) = acceptor.accept(stream).await {
-                        serve_connection(stream, r, b).await;
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            requests,
-            connections,
-            behavior,
-            task,
-        }
+        let behavior = Behavior::Respond(200, r#"{"ok":true}"#);
+        Upstream::serve_with(listener, behavior, move |stream| {
+            let acceptor = acceptor.clone();
+            // A client that refuses the certificate ends here, before any request.
+            async move { acceptor.accept(stream).await.ok() }
+        })
     }
 }
 
