@@ -113,7 +113,7 @@ fn digest(contents: &[u8], files: &[PathBuf]) -> [u8; 32] {
 struct Bound {
     listen: Option<std::net::SocketAddr>,
     /// The TLS listener's address and minimum version (its certificate reloads).
-    listen_tls: Option<(std::net::SocketAddr, String)>,
+    listen_tls: Option<(std::net::SocketAddr, crate::tls::TlsVersion)>,
     admin_listen: std::net::SocketAddr,
     threads: std::num::NonZeroUsize,
     /// The connection deadlines, set on the listener at start.
@@ -125,8 +125,7 @@ impl Bound {
     fn of(config: &Config) -> Self {
         Self {
             listen: config.listen,
-            listen_tls: (config.listen_tls.as_ref())
-                .map(|t| (t.addr, format!("{:?}", t.min_version))),
+            listen_tls: (config.listen_tls.as_ref()).map(|t| (t.addr, t.min_version)),
             admin_listen: config.admin_listen,
             threads: config.threads,
             connection_timeouts: (config.header_timeout, config.idle_timeout),
