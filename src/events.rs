@@ -219,6 +219,31 @@ pub fn is_gateway_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-hookgate-")
 }
 
+/// The headers the upstream may trust on a forwarded request: `X-Hookgate-Verified: <scheme>`
+/// and, when the event type is known, `X-Hookgate-Event: <type>`. A sender's own
+/// `X-Hookgate-*` headers are never forwarded ([`is_gateway_header`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    scheme: &'static str,
+    event: Option<&'a str>,
+}
+
+impl<'a> Stamp<'a> {
+    /// The stamp of a request verified by `scheme`, of type `event`. A type that isn't a
+    /// plausible event name (too long, spaces, control characters) is left out rather than
+    /// copied into a header.
+    pub fn new(scheme: &'static str, event: Option<&'a str>) -> Self {
+        let event = event.filter(|e| check_event_name(e).is_ok());
+        Self { scheme, event }
+    }
+
+    /// The headers, as names and values.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &'a str)> {
+        std::iter::once((VERIFIED_HEADER, self.scheme))
+            .chain(self.event.map(|event| (EVENT_HEADER, event)))
+    }
+}
+
 /// Checks an event type's spelling: 1 to 128 visible ASCII characters, none of them a quote or
 /// a backslash (they appear in headers and file names).
 pub fn check_event_name(name: &str) -> Result<(), String> {

@@ -19,9 +19,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// bytes, and with them the senders' signatures and delivery IDs.
 fn init_logging(format: LogFormat) {
     let levels = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let no_header_dumps = filter_fn(|meta| {
+    let mut no_header_dumps = filter_fn(|meta| {
         !(*meta.level() > tracing::Level::INFO && meta.target().starts_with("pingora"))
     });
+    // The bridge from the `log` crate (Pingora logs through it) caps its records at the
+    // subscriber's most verbose level. Without a hint here that is TRACE, and every `debug!`
+    // on Pingora's request path is formatted into a record only to be filtered out.
+    if let Some(most_verbose) = levels.max_level_hint() {
+        no_header_dumps = no_header_dumps.with_max_level_hint(most_verbose);
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

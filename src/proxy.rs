@@ -19,7 +19,7 @@ use crate::body::{self, BodyError};
 use crate::clock::Clock;
 use crate::conn;
 use crate::dedup::{Claim, DeliveryKey, MissingId};
-use crate::events::{self, Admitted, Refused};
+use crate::events::{Admitted, Refused, Stamp};
 use crate::forward::ForwardError;
 use crate::framing;
 use crate::metrics::{Metrics, Outcome, RouteMetrics, NO_ROUTE};
@@ -106,10 +106,10 @@ impl Gateway {
             .await?;
 
         // From here on, dropping `claim` (an error, a panic, a cancelled future) releases it.
-        stamp(session, route.scheme, event.event.as_deref());
+        let stamp = Stamp::new(route.scheme, event.event.as_deref());
         let target = route.target_of(&event);
         let forwarding = Instant::now();
-        let sent = rt.forwarder.send(target, session, &verified).await;
+        let sent = rt.forwarder.send(target, session, &verified, &stamp).await;
         ctx.upstream = Some(
             sent.as_ref()
                 .map_or(forwarding.elapsed(), |exchange| exchange.upstream_time),
@@ -340,27 +340,6 @@ fn check_event(route: &RouteRuntime, headers: &HeaderMap, body: &[u8]) -> Result
             (Outcome::InvalidPayload, answer)
         }
     })
-}
-
-/// Sets the headers the upstream may trust on the request it is about to receive: a sender's
-/// own `X-Hookgate-*` headers are removed, then `X-Hookgate-Verified: <scheme>` and, when the
-/// event type is known, `X-Hookgate-Event: <type>` are set.
-fn stamp(session: &mut Session, scheme: &'static str, event: Option<&str>) {
-    let header = session.req_header_mut();
-    let forged: Vec<_> = (header.headers.keys())
-        .filter(|name| events::is_gateway_header(name))
-        .cloned()
-        .collect();
-    for name in forged {
-        header.remove_header(&name);
-    }
-    let _ = header.insert_header(events::VERIFIED_HEADER, scheme);
-    // A type that isn't a plausible event name (too long, spaces, control characters) is left
-    // out rather than copied into a header.
-    let event = event.filter(|e| events::check_event_name(e).is_ok());
-    if let Some(value) = event.and_then(|e| http::HeaderValue::from_str(e).ok()) {
-        let _ = header.insert_header(events::EVENT_HEADER, value);
-    }
 }
 
 /// The size cap (from `Content-Length` before reading), `100 Continue` for senders waiting

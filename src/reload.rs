@@ -200,6 +200,22 @@ impl Reloader {
         dirs
     }
 
+    /// Whether a change to `path`, in one of the watched directories, can change what a reload
+    /// reads: the config file or a file it names, under the same file name (written in place
+    /// or renamed over), or a name starting with `..`, which is how Kubernetes swaps a whole
+    /// ConfigMap or Secret volume (`..data`). Anything else in those directories (a log file
+    /// next to the config, an editor's swap file) is not worth reading the files again.
+    pub fn concerns(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name() else {
+            return true;
+        };
+        if name.as_encoded_bytes().starts_with(b"..") || Some(name) == self.path.file_name() {
+            return true;
+        }
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.iter().any(|file| file.file_name() == Some(name))
+    }
+
     /// Reads the file and, if it is valid, swaps in a runtime built from it. With `force`
     /// false (a file event), a file whose contents did not change is left alone.
     ///
@@ -286,8 +302,12 @@ impl ConfigWatcher {
     ) -> Option<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
         use notify::Watcher;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let reloader = self.reloader.clone();
         let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            let Ok(event) = event else { return };
+            let relevant =
+                event.paths.is_empty() || event.paths.iter().any(|p| reloader.concerns(p));
+            if relevant {
                 // A full channel already holds a wake-up: nothing is lost.
                 let _ = tx.try_send(());
             }
@@ -378,6 +398,20 @@ mod tests {
         )));
         let reloader = Reloader::new(path, &config, live.clone(), None, metrics.clone(), clock);
         (reloader, live, metrics)
+    }
+
+    #[test]
+    fn only_the_files_a_reload_reads_and_volume_swaps_concern_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookgate.yaml");
+        std::fs::write(&path, YAML).unwrap();
+        let (reloader, _live, _metrics) = reloader(&path);
+        assert!(reloader.concerns(&path));
+        assert!(reloader.concerns(&dir.path().join("..data")));
+        assert!(reloader.concerns(&dir.path().join("..2026_12_01_22_00_00.123")));
+        assert!(!reloader.concerns(&dir.path().join("hookgate.log")));
+        assert!(!reloader.concerns(&dir.path().join(".hookgate.yaml.swp")));
+        assert!(!reloader.concerns(&dir.path().join("hookgate.yaml~")));
     }
 
     #[test]

@@ -410,6 +410,7 @@ impl Maintenance {
     pub fn step(&self) {
         let runtime = self.live.load();
         runtime.state.reclaim_step();
+        runtime.forwarder.sweep_idle();
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         for route in &runtime.routes {
             let Some(store) = runtime.state.local_store(route.index) else {

@@ -9,15 +9,19 @@
 
 use std::time::{Duration, Instant};
 
+mod pool;
+mod wire;
+
 use bytes::Bytes;
-use pingora::connectors::{ConnectorOptions, TransportConnector};
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora::connectors::TransportConnector;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
 use crate::config::Upstream;
+use crate::events::Stamp;
 use crate::verify::Verified;
+use pool::IdlePool;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,20 +30,6 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// all of the small answers webhooks get. An answer that breaks off before that is a failed
 /// delivery (502), not a truncated one relayed to the sender.
 const ANSWER_HEAD: usize = 64 * 1024;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and headers whose meaning the gateway re-establishes
-/// itself: none of them is passed on in either direction.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Why a delivery failed before the upstream gave a whole answer (its header and the first
 /// [`ANSWER_HEAD`] bytes of its body).
@@ -77,6 +67,8 @@ impl Exchange {
 #[derive(Debug, Clone)]
 pub struct Target {
     peer: HttpPeer,
+    /// The peer's `reuse_hash`, the key of its idle connections.
+    reuse_hash: u64,
     /// `Host` for requests that arrived without one or an `:authority` (HTTP/1.0): the
     /// address of a plain upstream, the SNI name (and port) of an https one.
     authority: String,
@@ -119,28 +111,47 @@ impl Target {
             },
             _ => addr.to_string(),
         };
-        Self { peer, authority }
+        let reuse_hash = peer.reuse_hash();
+        Self {
+            peer,
+            reuse_hash,
+            authority,
+        }
     }
 }
 
 /// Sends verified requests upstream over pooled connections.
 pub struct Forwarder {
+    /// Makes new connections (TCP, and TLS for an https upstream); reuse is `idle`'s.
     transport: TransportConnector,
+    idle: IdlePool,
     timeout: Duration,
 }
 
 impl Forwarder {
-    /// A forwarder keeping up to `pool_size` idle upstream connections, giving each upstream
-    /// `timeout` to accept a connection and send its response header.
+    /// A forwarder keeping up to `pool_size` idle connections per upstream, giving each
+    /// upstream `timeout` to accept a connection and send its response header.
     pub fn new(pool_size: usize, timeout: Duration) -> Self {
         Self {
-            transport: TransportConnector::new(Some(ConnectorOptions::new(pool_size))),
+            transport: TransportConnector::new(None),
+            idle: IdlePool::new(pool_size, POOL_IDLE_TIMEOUT),
             timeout,
         }
     }
 
+    /// Closes idle upstream connections that expired or that their upstream closed (called
+    /// by the maintenance job every second).
+    pub fn sweep_idle(&self) {
+        self.idle.sweep();
+    }
+
+    /// Idle upstream connections kept for reuse.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
     /// Sends `verified` to `target` with the downstream request's method, path, query and
-    /// end-to-end headers, and waits for the upstream's response header and the first
+    /// end-to-end headers, and the gateway's `stamp`, and waits for the upstream's response header and the first
     /// [`ANSWER_HEAD`] bytes of its body (or all of it, if shorter).
     ///
     /// `Err` means the upstream gave no complete answer: none at all, or one that broke off
@@ -151,13 +162,14 @@ impl Forwarder {
         target: &Target,
         downstream: &Session,
         verified: &Verified,
+        stamp: &Stamp<'_>,
     ) -> Result<Exchange, ForwardError> {
-        let header = upstream_request(downstream, target, verified.body().len());
+        let body = verified.body();
+        let request = request_bytes(downstream, target, stamp, body)?;
         let started = Instant::now();
-        let mut session =
-            tokio::time::timeout(self.timeout, self.exchange(target, header, verified.body()))
-                .await
-                .map_err(|_| ForwardError::Timeout(self.timeout))??;
+        let mut session = tokio::time::timeout(self.timeout, self.exchange(target, &request, body))
+            .await
+            .map_err(|_| ForwardError::Timeout(self.timeout))??;
         let status = session
             .resp_header()
             .map(|h| h.status.as_u16())
@@ -167,7 +179,7 @@ impl Forwarder {
         Ok(Exchange {
             session,
             head,
-            reuse_hash: target.peer.reuse_hash(),
+            reuse_hash: target.reuse_hash,
             status,
             upstream_time,
         })
@@ -208,8 +220,7 @@ impl Forwarder {
         if relayed && upstream.is_body_done() {
             upstream.respect_keepalive();
             if let Some(stream) = exchange.session.reuse().await {
-                self.transport
-                    .release_stream(stream, exchange.reuse_hash, Some(POOL_IDLE_TIMEOUT));
+                self.idle.put(exchange.reuse_hash, stream);
             }
         } else {
             // Close at once: Pingora would otherwise end a chunked response with its final
@@ -225,12 +236,11 @@ impl Forwarder {
     async fn exchange(
         &self,
         target: &Target,
-        header: RequestHeader,
+        request: &[u8],
         body: &Bytes,
     ) -> Result<HttpSession, ForwardError> {
-        let request = request_bytes(&header, body)?;
-        if let Some(stream) = self.transport.reused_stream(&target.peer).await {
-            match send(stream, &request, body, &target.peer).await {
+        if let Some(stream) = self.idle.take(target.reuse_hash) {
+            match send(stream, request, body, &target.peer).await {
                 Ok(session) => return Ok(session),
                 // The upstream closed the idle connection before reading this request: safe to
                 // send again on a new one. Anything else (a malformed answer, a timeout) may
@@ -246,7 +256,7 @@ impl Forwarder {
             .new_stream(&target.peer)
             .await
             .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
-        send(stream, &request, body, &target.peer)
+        send(stream, request, body, &target.peer)
             .await
             .map_err(|e| ForwardError::Unavailable(e.to_string()))
     }
@@ -259,7 +269,7 @@ impl Forwarder {
         head: Vec<Bytes>,
         downstream: &mut Session,
     ) -> bool {
-        let Some(header) = upstream.resp_header().map(response_for_sender) else {
+        let Some(header) = upstream.resp_header().map(wire::response_for_sender) else {
             return false;
         };
         if downstream
@@ -296,17 +306,30 @@ impl Forwarder {
 /// Bodies up to this size are copied behind the head and leave in one write.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-/// The request's head on the wire (request line and headers), followed by the body when it is
-/// small enough to share the head's write: a webhook then costs the upstream one `send`, where
-/// Pingora's `HttpSession` would write and flush the head and the body separately (measured: a
-/// third of the gateway's sends per forwarded request). Larger bodies are written after it.
-fn request_bytes(header: &RequestHeader, body: &Bytes) -> Result<Vec<u8>, ForwardError> {
-    let head = http_req_header_to_wire(header).ok_or_else(|| {
-        ForwardError::Unavailable("the request line cannot be written".to_string())
-    })?;
+/// The request's head on the wire ([`wire::write_request_head`]), followed by the body when it
+/// is small enough to share the head's write: a webhook then costs the upstream one `send`,
+/// where Pingora's `HttpSession` would write and flush the head and the body separately
+/// (measured: a third of the gateway's sends per forwarded request). Larger bodies are written
+/// after it.
+fn request_bytes(
+    downstream: &Session,
+    target: &Target,
+    stamp: &Stamp<'_>,
+    body: &Bytes,
+) -> Result<Vec<u8>, ForwardError> {
     let inline = body.len() <= COALESCE_LIMIT;
-    let mut request = Vec::with_capacity(head.len() + if inline { body.len() } else { 0 });
-    request.extend_from_slice(&head);
+    let mut request = Vec::with_capacity(1024 + if inline { body.len() } else { 0 });
+    let head = wire::Head {
+        fallback_host: &target.authority,
+        client: downstream
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        stamp,
+        body_len: body.len(),
+    };
+    wire::write_request_head(downstream.req_header(), &head, &mut request)
+        .map_err(|_| ForwardError::Unavailable("the request line cannot be written".to_string()))?;
     if inline {
         request.extend_from_slice(body);
     }
@@ -350,48 +373,6 @@ async fn send(
     }
 }
 
-/// The request as the upstream sees it: the sender's method, path, query and end-to-end
-/// headers, framed by a `Content-Length` of the verified body.
-///
-/// Headers a sender names in `Connection` are not removed (as nginx does not): they could
-/// otherwise strip the signature, `Host` or the gateway's own headers from the forwarded request.
-fn upstream_request(downstream: &Session, target: &Target, body_len: usize) -> RequestHeader {
-    let mut header = downstream.req_header().clone();
-    header.set_version(http::Version::HTTP_11);
-    for name in HOP_BY_HOP {
-        header.remove_header(name);
-    }
-    if !header.headers.contains_key(http::header::HOST) {
-        // An HTTP/2 sender names the host in `:authority` (RFC 9113 §8.3.1), which becomes
-        // `Host` as it would in HTTP/1.1; HTTP/1.0 senders may omit it altogether, and
-        // HTTP/1.1 upstreams require one.
-        let authority = downstream.req_header().uri.authority().map(|a| a.as_str());
-        let host = authority.unwrap_or(target.authority.as_str()).to_string();
-        let _ = header.insert_header(http::header::HOST, host);
-    }
-    // The request line carries `raw_path()`: the target as received over HTTP/1, the
-    // `:path` (path and query) of an HTTP/2 request.
-    // The body is complete: the upstream has nothing to continue.
-    header.remove_header("expect");
-    let _ = header.insert_header("content-length", body_len.to_string());
-    if let Some(ip) = downstream
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
-        let forwarded = match header
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip.to_string(),
-        };
-        let _ = header.insert_header("x-forwarded-for", forwarded);
-    }
-    header
-}
-
 /// Whether a failed exchange on a pooled connection is the upstream having closed it while it
 /// sat idle: the connection broke on write, or closed before any response byte (Pingora marks
 /// those reads as retryable on reused connections).
@@ -404,31 +385,4 @@ fn closed_while_idle(e: &pingora::Error) -> bool {
         }
         _ => false,
     }
-}
-
-/// The upstream's response header as the sender sees it: hop-by-hop headers removed.
-fn response_for_sender(upstream: &ResponseHeader) -> ResponseHeader {
-    let mut header = upstream.clone();
-    for name in connection_tokens(&upstream.headers) {
-        header.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        // Transfer-Encoding stays: it tells Pingora to re-chunk a body of unknown length.
-        if name != "transfer-encoding" {
-            header.remove_header(name);
-        }
-    }
-    header
-}
-
-/// The header names listed in `Connection` headers (RFC 9110 §7.6.1): hop-by-hop as well.
-fn connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
 }
