@@ -1,5 +1,5 @@
 //! Signature verification cost for 1 KiB and 64 KiB bodies, next to the SHA-256 floor (the
-//! `sha2` hash alone of the same bytes) measured in the same run. As on the request path, the
+//! `sha2` hash alone of the same bytes, and OpenSSL's) measured in the same run. As on the request path, the
 //! body is moved into the verifier (no reference count is touched) and the verified request
 //! is dropped outside the timed part, where the request path drops it after forwarding.
 //!
@@ -34,6 +34,12 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("sha256_floor", size), &body, |b, body| {
             b.iter(|| Sha256::digest(body))
         });
+        // A second floor: OpenSSL's SHA-256 (the library the TLS listener already links).
+        group.bench_with_input(
+            BenchmarkId::new("sha256_floor_openssl", size),
+            &body,
+            |b, body| b.iter(|| openssl::sha::sha256(body)),
+        );
         group.bench_with_input(
             BenchmarkId::new("hmac_sha256_one_secret", size),
             &body,

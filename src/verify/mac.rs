@@ -164,21 +164,82 @@ pub(super) fn encode_hex(bytes: &[u8]) -> String {
 }
 
 /// Decodes a standard, padded base64 MAC of exactly `len` bytes. Text longer than the padded
-/// encoding of `len` bytes is refused before decoding.
+/// encoding of `len` bytes is refused before decoding; otherwise text that is not canonical
+/// padded base64 (RFC 4648 §4: its alphabet, `=` only as the padding of the last group, no
+/// set bits after the last byte) is [`VerifyError::Malformed`], and a decoded length other
+/// than `len` is [`VerifyError::WrongLength`] — what the `base64` crate's `STANDARD` engine
+/// decides, which the tests check this against.
+///
+/// Written out here rather than calling that engine: this is the one decoding on every
+/// request, and a table lookup per character took half the time of the engine's general
+/// path (BENCHMARKS.md, "Verification").
 pub(super) fn decode_base64(text: &[u8], len: usize) -> Result<MacBytes, VerifyError> {
     if len > MAX_MAC_LEN || text.len() > len.div_ceil(3) * 4 {
         return Err(VerifyError::WrongLength);
     }
-    // `decode_slice` wants room for its own estimate (3 bytes per 4 characters).
-    let mut buffer = [0u8; MAX_MAC_LEN + 3];
-    let n = STANDARD
-        .decode_slice(text, &mut buffer)
-        .map_err(|_| VerifyError::Malformed)?;
+    if text.len() % 4 != 0 {
+        return Err(VerifyError::Malformed);
+    }
+    let padding = match text {
+        [.., b'=', b'='] => 2,
+        [.., b'='] => 1,
+        _ => 0,
+    };
+    let symbols = &text[..text.len() - padding];
+    // Room for what the longest text allowed above decodes to (66 bytes for 88 symbols).
+    let mut bytes = [0u8; MAX_MAC_LEN + 3];
+    let mut n = 0;
+    let mut groups = symbols.chunks_exact(4);
+    for group in &mut groups {
+        let bits = sextets(group)?;
+        bytes[n..n + 3].copy_from_slice(&bits.to_be_bytes()[1..]);
+        n += 3;
+    }
+    let rest = groups.remainder();
+    if !rest.is_empty() {
+        // Two symbols carry one byte and four spare bits, three carry two bytes and two.
+        let bits = sextets(rest)? << (6 * (4 - rest.len()));
+        let carried = rest.len() - 1;
+        let unused = 24 - 8 * carried;
+        if bits & ((1 << unused) - 1) != 0 {
+            return Err(VerifyError::Malformed);
+        }
+        bytes[n..n + carried].copy_from_slice(&bits.to_be_bytes()[1..1 + carried]);
+        n += carried;
+    }
     if n != len {
         return Err(VerifyError::WrongLength);
     }
-    Ok(MacBytes::from_slice(&buffer[..n]))
+    Ok(MacBytes::from_slice(&bytes[..n]))
 }
+
+/// Up to four base64 symbols as the low bits of a number, six per symbol.
+fn sextets(symbols: &[u8]) -> Result<u32, VerifyError> {
+    let mut bits = 0u32;
+    for &symbol in symbols {
+        let value = BASE64_VALUES[usize::from(symbol)];
+        if value == NOT_BASE64 {
+            return Err(VerifyError::Malformed);
+        }
+        bits = (bits << 6) | u32::from(value);
+    }
+    Ok(bits)
+}
+
+/// Marks the bytes that are not in the standard base64 alphabet.
+const NOT_BASE64: u8 = 0xff;
+
+/// Each byte's value in the standard base64 alphabet (RFC 4648, Table 1), or [`NOT_BASE64`].
+const BASE64_VALUES: [u8; 256] = {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut values = [NOT_BASE64; 256];
+    let mut i = 0;
+    while i < 64 {
+        values[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    values
+};
 
 /// Checks a provider's signature list before any MAC is computed: there must be an entry of a
 /// known version (else [`VerifyError::NoKnownVersion`]: a bare or unknown-version list never
@@ -279,6 +340,82 @@ mod tests {
             Some(VerifyError::Malformed)
         );
         assert_eq!(decode_base64(b"", 32).err(), Some(VerifyError::WrongLength));
+    }
+
+    /// The decoder against the `base64` crate's `STANDARD` engine: the same bytes for every
+    /// valid encoding, and the same verdict (`Malformed` where the engine refuses the text,
+    /// `WrongLength` where it decodes to another length) for every text one byte away from a
+    /// valid one, and for a set of hand-picked edge cases.
+    #[test]
+    fn base64_decoding_agrees_with_the_base64_crate() {
+        let engine = |text: &[u8], len: usize| -> Result<Vec<u8>, VerifyError> {
+            if len > MAX_MAC_LEN || text.len() > len.div_ceil(3) * 4 {
+                return Err(VerifyError::WrongLength);
+            }
+            let bytes = STANDARD.decode(text).map_err(|_| VerifyError::Malformed)?;
+            match bytes.len() == len {
+                true => Ok(bytes),
+                false => Err(VerifyError::WrongLength),
+            }
+        };
+        let ours =
+            |text: &[u8], len: usize| decode_base64(text, len).map(|m| m.as_bytes().to_vec());
+        let replacements = b"A/+=Z09az-_ \x00.\xff";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [1usize, 2, 3, 20, 31, 32, 33, 64] {
+            for _ in 0..24 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                let text = STANDARD.encode(&bytes).into_bytes();
+                assert_eq!(ours(&text, len), Ok(bytes.clone()));
+                for at in 0..text.len() {
+                    for &replacement in replacements {
+                        let mut changed = text.clone();
+                        changed[at] = replacement;
+                        for want in [len, len.saturating_sub(1), len + 1] {
+                            assert_eq!(
+                                ours(&changed, want),
+                                engine(&changed, want),
+                                "{:?} as {want} bytes",
+                                String::from_utf8_lossy(&changed)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for text in [
+            &b""[..],
+            b"=",
+            b"==",
+            b"A===",
+            b"AA==",
+            b"AB==",
+            b"AAA=",
+            b"AAB=",
+            b"AAAA",
+            b"AA=A",
+            b"A=AA",
+            b"AAAA====",
+            b"AAAAAA",
+            b"====",
+            b"QUJD\n",
+            b" QUJD",
+        ] {
+            for len in 0..4 {
+                assert_eq!(
+                    ours(text, len),
+                    engine(text, len),
+                    "{text:?} as {len} bytes"
+                );
+            }
+        }
     }
 
     #[test]
