@@ -834,3 +834,47 @@ async fn redis_reloads_share_one_batcher_which_ends_with_the_last_backend() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_checks_of_one_key_in_one_batch_decide_as_one_by_one() {
+    const CHECKS: usize = 100;
+    let server = RedisServer::start();
+    let (backend, metrics) = redis_backend(&server, Duration::from_secs(5));
+    let key = sender("batched");
+    assert!(backend.limiter().check(sender("warm"), FREE).await.is_ok());
+    let before = Batches::of(&metrics);
+
+    // Queued while Redis holds the first call: the others arrive in one or two batches.
+    let _: String = server.cmd(&["CLIENT", "PAUSE", "300", "WRITE"]);
+    let decisions = concurrently(CHECKS, |_| {
+        let backend = backend.clone();
+        async move { backend.limiter().check(key, FREE).await.unwrap() }
+    })
+    .await;
+    let after = Batches::of(&metrics);
+    assert!(after.calls - before.calls <= 3.0, "{before:?} → {after:?}");
+
+    // As 100 checks one after the other: 60 allowed, with every remaining count from 59 down
+    // to 0 and the matching reset, then 40 denied.
+    let mut allowed: Vec<(u32, u64)> = (decisions.iter())
+        .filter(|d| d.is_allowed())
+        .map(|d| (d.remaining, d.reset_secs))
+        .collect();
+    allowed.sort_unstable();
+    let expected: Vec<(u32, u64)> = (0..60).map(|r| (r, u64::from(60 - r))).collect();
+    assert_eq!(allowed, expected);
+    for denied in decisions.iter().filter(|d| !d.is_allowed()) {
+        assert_eq!((denied.remaining, denied.reset_secs), (0, 60));
+        assert_eq!(denied.retry_after_secs().map(|s| s.get()), Some(1));
+    }
+    // Stored once, as the last check left it: the bucket is empty for a minute.
+    let keys: Vec<String> = server.cmd(&["KEYS", "suite:rate:*"]);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let ttls: Vec<i64> = keys.iter().map(|k| server.cmd(&["PTTL", k])).collect();
+    assert!(
+        ttls.iter().any(|ttl| (55_000..=60_000).contains(ttl)),
+        "{ttls:?}"
+    );
+    let next = backend.limiter().check(key, FREE).await.unwrap();
+    assert_eq!((next.is_allowed(), next.reset_secs), (false, 60));
+}

@@ -18,27 +18,32 @@
 //! release (both only if the claim's token still matches). They are not sent one by one: each
 //! caller puts its operation in the connection's queue and waits for its reply, and one task,
 //! the batcher, sends what is queued as one call of one Lua script, `batch.lua`, which runs the
-//! operations in order and answers one reply per operation. The script is sent by SHA
-//! (`EVALSHA`) and loaded again whenever Redis answers `NOSCRIPT` (after a restart or
-//! `SCRIPT FLUSH`); the maintenance job loads it at start.
+//! operations in order and answers each. The script is sent by SHA (`EVALSHA`) and loaded
+//! again whenever Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`); the
+//! maintenance job loads it at start.
 //!
 //! The batcher never waits for company: it takes the first operation queued and every other
-//! one already there (at most [`MAX_BATCH`]), and sends them at once. Under light load a batch
-//! is one operation, at the latency of a call of its own; under load, the operations that
-//! arrive while a batch is in flight make up the next one, so Redis runs one script and the
-//! gateway one write and one read for many requests. At most [`MAX_IN_FLIGHT`] batches are in
-//! flight at once. A request still costs one operation before it is forwarded and, if it
-//! claimed a delivery, one after; `hookgate_state_batch_ops` shows how many share a call.
+//! one already there (at most [`MAX_BATCH`]), sends them at once, and waits for the answer
+//! before it sends the next batch. Under light load a batch is one operation, at the latency
+//! of a call of its own; under load, the operations that arrive while a batch is in flight
+//! make up the next one, so Redis runs one script, and the gateway makes one write and one
+//! read, for many requests (`hookgate_state_batch_ops` shows how many). A request still costs
+//! one operation before it is forwarded and, if it claimed a delivery, one after.
 //!
 //! Every operation runs under `state.timeout`, from the moment it is queued until its reply,
-//! and is recorded under its own op label; a caller that gives up leaves the batcher alone (an
-//! admission nobody waits for any more is dropped from the next batch). A batch failing (an
-//! error, a lost connection, the timeout) fails each of its operations. The connection is one
-//! multiplexed connection (redis-rs's `ConnectionManager`), made on first use and made again
-//! after a failure; the batcher is started on first use too, on the caller's runtime, and ends
-//! when the last backend sharing the connection is dropped.
+//! and is recorded under its own op label. A caller that gives up leaves the batcher alone (an
+//! admission nobody waits for any more is left out of the next batch; its caller releases what
+//! it may have claimed). A batch failing (an error, a lost connection, the timeout) fails each
+//! of its operations.
+//!
+//! The batcher is started on first use, on the caller's runtime (the requests' one), and makes
+//! its connection there: one multiplexed connection (redis-rs's `ConnectionManager`), which
+//! connects on the first batch and again after a failure. It ends, and its connection closes,
+//! when the last backend sharing it is dropped: a reload keeps the backend's connection and
+//! batcher. The readiness probe and loading the script use a second connection, made on first
+//! use.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,7 +51,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Admission, Ask, Backend, StateError};
 use crate::config::model::{RedisState, RedisTls};
@@ -62,8 +67,6 @@ const BATCH_LUA: &str = include_str!("lua/batch.lua");
 /// The most operations in one batch: enough that a loaded gateway makes few calls, few enough
 /// that one script never holds Redis for long (well under a millisecond).
 pub const MAX_BATCH: usize = 128;
-/// The most batches in flight at once on the connection.
-pub const MAX_IN_FLIGHT: usize = 1;
 
 /// Attempts per reconnection before the next call starts another round: small, because every
 /// call has its own timeout and the next one tries again anyway.
@@ -97,7 +100,7 @@ impl RedisBackend {
         let link = Arc::new(Link {
             url: settings.url.as_str().to_string(),
             tls: settings.tls.as_deref().map(tls_certificates),
-            manager: tokio::sync::OnceCell::new(),
+            control: tokio::sync::OnceCell::new(),
             timeout: settings.timeout,
             prefix: settings.key_prefix.clone(),
             script: Script::new(BATCH_LUA),
@@ -140,8 +143,8 @@ impl RedisBackend {
     pub async fn load_scripts(&self) -> Result<(), StateError> {
         let link = &self.conn.link;
         link.timed(StateOp::Ping, async {
-            let mut manager = link.manager().await?;
-            link.script.load_async(&mut manager).await.map(drop)
+            let mut control = link.control().await?;
+            link.script.load_async(&mut control).await.map(drop)
         })
         .await
     }
@@ -198,13 +201,13 @@ impl Backend for RedisBackend {
         })
     }
 
-    /// A `PING` within the timeout (on the connection, not through the batcher).
+    /// A `PING` within the timeout (on the control connection, not through the batcher).
     async fn ready(&self) -> Result<(), StateError> {
         let link = &self.conn.link;
         link.timed(StateOp::Ping, async {
-            let mut manager = link.manager().await?;
+            let mut control = link.control().await?;
             redis::cmd("PING")
-                .query_async::<String>(&mut manager)
+                .query_async::<String>(&mut control)
                 .await
                 .map(drop)
         })
@@ -297,8 +300,10 @@ struct Link {
     url: String,
     /// The CA and client certificate of a `rediss://` URL with a `state.tls` block.
     tls: Option<redis::TlsCertificates>,
-    /// Made on first use, inside a runtime (the manager spawns its tasks on the current one).
-    manager: tokio::sync::OnceCell<ConnectionManager>,
+    /// The connection of the readiness probe and of loading the script, made on first use
+    /// (inside a runtime: the manager spawns its tasks on the current one). The batcher has a
+    /// connection of its own.
+    control: tokio::sync::OnceCell<ConnectionManager>,
     timeout: Duration,
     prefix: String,
     script: Script,
@@ -325,7 +330,21 @@ enum Op {
 /// An operation waiting in the queue, and where its reply goes.
 struct Job {
     op: Op,
-    reply: oneshot::Sender<Result<Vec<i64>, Failure>>,
+    reply: oneshot::Sender<Result<Reply, Failure>>,
+}
+
+/// The script's reply to one operation: the integers it answered, in order (five for an
+/// admission, one for a commit or a release).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reply {
+    values: [i64; 5],
+    len: usize,
+}
+
+impl Reply {
+    fn values(&self) -> &[i64] {
+        &self.values[..self.len]
+    }
 }
 
 impl Job {
@@ -387,7 +406,7 @@ impl Conn {
         claim: Option<(DeliveryKey, Duration, ClaimToken)>,
     ) -> Result<AdmitReply, StateError> {
         let reply = self.call(op, Op::Admit { limit, claim }).await?;
-        let [allowed, remaining, reset, retry, claimed] = reply[..] else {
+        let [allowed, remaining, reset, retry, claimed] = *reply.values() else {
             return Err(failure("the batch script returned an unexpected reply"));
         };
         let verdict = if allowed == 1 {
@@ -415,7 +434,7 @@ impl Conn {
 
     /// A commit or a release: whether it was done (the claim was still the caller's).
     async fn settle(&self, op: StateOp, settle: Op) -> Result<bool, StateError> {
-        match self.call(op, settle).await?[..] {
+        match *self.call(op, settle).await?.values() {
             [done] => Ok(done == 1),
             _ => Err(failure("the batch script returned an unexpected reply")),
         }
@@ -423,7 +442,7 @@ impl Conn {
 
     /// Queues `what` for the batcher and waits for its reply, under the timeout; records the
     /// call as `op`.
-    async fn call(&self, op: StateOp, what: Op) -> Result<Vec<i64>, StateError> {
+    async fn call(&self, op: StateOp, what: Op) -> Result<Reply, StateError> {
         let started = Instant::now();
         let timeout = self.link.timeout;
         let result = match self.submit(what) {
@@ -441,7 +460,7 @@ impl Conn {
 
     /// Puts `op` in the batcher's queue, starting the batcher on the current runtime if it is
     /// not running: the receiver of its reply.
-    fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Vec<i64>, Failure>>, StateError> {
+    fn submit(&self, op: Op) -> Result<oneshot::Receiver<Result<Reply, Failure>>, StateError> {
         let (reply, replied) = oneshot::channel();
         let job = Job { op, reply };
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -466,60 +485,68 @@ impl Conn {
 }
 
 /// The batcher of one connection: takes the first operation queued, then every other one
-/// already waiting (at most [`MAX_BATCH`]), sends them as one batch, and starts again; at most
-/// [`MAX_IN_FLIGHT`] batches at once. Ends when the queue is closed (the last [`Conn`] was
-/// dropped); batches still in flight then finish on their own.
+/// already waiting (at most [`MAX_BATCH`]), sends them as one batch, waits for its reply, and
+/// starts again. Ends when the queue is closed (the last [`Conn`] was dropped).
+///
+/// One batch at a time: with two in flight (measured on the end-to-end benchmark), batches
+/// were a third smaller and the throughput no higher, since the operations then wait for the
+/// gateway's own turn more than for Redis.
 async fn batcher(link: Arc<Link>, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // The batcher's own connection, made here so that its tasks run on the batcher's runtime:
+    // the requests' one, rather than whichever runtime first probed readiness. Made again if
+    // making it failed (it never connects here: that happens on the first batch).
+    let mut connection = link.connect();
+    let mut batch = Batch::default();
     while let Some(first) = queue.recv().await {
-        // While every slot is taken, the queue fills up: that is the next batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return; // never closed
-        };
-        let mut jobs = Vec::with_capacity(MAX_BATCH.min(queue.len() + 1));
-        jobs.extend(first.wanted());
-        while jobs.len() < MAX_BATCH {
+        batch.jobs.extend(first.wanted());
+        while batch.jobs.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => jobs.extend(job.wanted()),
+                Ok(job) => batch.jobs.extend(job.wanted()),
                 Err(_) => break,
             }
         }
-        if jobs.is_empty() {
+        if batch.jobs.is_empty() {
             continue;
         }
-        if MAX_IN_FLIGHT == 1 {
-            link.run(jobs).await;
-            drop(slot);
-        } else {
-            let link = link.clone();
-            tokio::spawn(async move {
-                link.run(jobs).await;
-                drop(slot);
-            });
+        if connection.is_err() {
+            connection = link.connect();
         }
+        link.run(&mut connection, &mut batch).await;
     }
 }
 
+/// The batch being sent, and its buffers (kept from one batch to the next).
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    /// Where each key and argument is written before it goes into the command.
+    scratch: Vec<u8>,
+}
+
 impl Link {
-    /// The connection manager, made on the first call.
-    async fn manager(&self) -> redis::RedisResult<ConnectionManager> {
-        self.manager
-            .get_or_try_init(|| async {
-                let client = match &self.tls {
-                    Some(certificates) => {
-                        redis::Client::build_with_tls(self.url.as_str(), certificates.clone())?
-                    }
-                    // A `rediss://` URL without `state.tls` trusts the system's roots.
-                    None => redis::Client::open(self.url.as_str())?,
-                };
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(RECONNECT_ATTEMPTS)
-                    .set_min_delay(RECONNECT_MIN_DELAY)
-                    .set_max_delay(RECONNECT_MAX_DELAY);
-                ConnectionManager::new_lazy_with_config(client, config)
-            })
+    /// A new connection manager, on the current runtime. It connects on first use, and again
+    /// after a failure.
+    fn connect(&self) -> redis::RedisResult<ConnectionManager> {
+        let client = match &self.tls {
+            Some(certificates) => {
+                redis::Client::build_with_tls(self.url.as_str(), certificates.clone())?
+            }
+            // A `rediss://` URL without `state.tls` trusts the system's roots.
+            None => redis::Client::open(self.url.as_str())?,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(RECONNECT_ATTEMPTS)
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        ConnectionManager::new_lazy_with_config(client, config)
+    }
+
+    /// The control connection, made on the first call.
+    async fn control(&self) -> redis::RedisResult<ConnectionManager> {
+        (self.control)
+            .get_or_try_init(|| async { self.connect() })
             .await
             .cloned()
     }
@@ -541,47 +568,84 @@ impl Link {
         result
     }
 
-    /// Sends `jobs` as one batch under the timeout, and gives each its reply, or the batch's
-    /// failure. A reply nobody waits for any more is dropped.
-    async fn run(&self, jobs: Vec<Job>) {
-        self.metrics.record_batch(jobs.len());
-        let outcome = match tokio::time::timeout(self.timeout, self.send(&jobs)).await {
-            Ok(Ok(replies)) if replies.len() == jobs.len() => {
-                for (job, reply) in jobs.into_iter().zip(replies) {
-                    let _ = job.reply.send(Ok(reply));
+    /// Sends the batch under the timeout, and gives each job its reply, or the batch's
+    /// failure; the batch is empty again afterwards. A reply nobody waits for is dropped.
+    async fn run(&self, connection: &mut redis::RedisResult<ConnectionManager>, batch: &mut Batch) {
+        self.metrics.record_batch(batch.jobs.len());
+        let sent = async {
+            let connection = connection.as_mut().map_err(|error| error.clone())?;
+            self.send(connection, batch).await
+        };
+        let outcome = match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(value)) => match replies(&batch.jobs, value) {
+                Some(replies) => {
+                    for (job, reply) in batch.jobs.drain(..).zip(replies) {
+                        let _ = job.reply.send(Ok(reply));
+                    }
+                    return;
                 }
-                return;
-            }
-            Ok(Ok(_)) => Failure::Reply("the batch script returned a reply per operation"),
+                None => Failure::Reply("the batch script returned an unexpected reply"),
+            },
             Ok(Err(error)) => Failure::Redis(error),
             Err(_) => Failure::Timeout,
         };
-        for job in jobs {
+        for job in batch.jobs.drain(..) {
             let _ = job.reply.send(Err(outcome.clone()));
         }
     }
 
-    /// One `EVALSHA` of the batch script over `jobs` (loading the script first if Redis
-    /// answers `NOSCRIPT`): one reply per job.
-    async fn send(&self, jobs: &[Job]) -> redis::RedisResult<Vec<Vec<i64>>> {
+    /// One `EVALSHA` of the batch script over the batch's jobs (loading the script first if
+    /// Redis answers `NOSCRIPT`): its reply, as Redis gave it.
+    async fn send(
+        &self,
+        connection: &mut ConnectionManager,
+        batch: &mut Batch,
+    ) -> redis::RedisResult<redis::Value> {
+        let jobs = &batch.jobs;
         let keys: usize = jobs.iter().map(|job| job.op.keys()).sum();
-        let mut call = redis::Cmd::with_capacity(3 + keys * 3, 80 * jobs.len() + 64);
+        let mut call = redis::Cmd::with_capacity(3 + 7 * jobs.len(), 96 * jobs.len() + 64);
         call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
         for job in jobs {
-            job.op.write_keys(&mut call, &self.prefix);
+            job.op
+                .write_keys(&mut call, &self.prefix, &mut batch.scratch);
         }
         for job in jobs {
-            job.op.write_args(&mut call);
+            job.op.write_args(&mut call, &mut batch.scratch);
         }
-        let mut manager = self.manager().await?;
-        match call.query_async(&mut manager).await {
+        match call.query_async(connection).await {
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.script.load_async(&mut manager).await?;
-                call.query_async(&mut manager).await
+                self.script.load_async(connection).await?;
+                call.query_async(connection).await
             }
             result => result,
         }
     }
+}
+
+/// The script's reply split per job: a flat array of integers, five per admission and one
+/// per commit or release, in the jobs' order. `None` if it is anything else.
+fn replies(jobs: &[Job], value: redis::Value) -> Option<Vec<Reply>> {
+    let redis::Value::Array(values) = value else {
+        return None;
+    };
+    let mut values = values.into_iter();
+    let replies = jobs
+        .iter()
+        .map(|job| {
+            let mut reply = Reply {
+                len: job.op.replies(),
+                ..Reply::default()
+            };
+            for slot in &mut reply.values[..reply.len] {
+                match values.next()? {
+                    redis::Value::Int(n) => *slot = n,
+                    _ => return None,
+                }
+            }
+            Some(reply)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    values.next().is_none().then_some(replies)
 }
 
 impl Op {
@@ -595,25 +659,33 @@ impl Op {
         }
     }
 
-    /// Appends the operation's keys to `call`.
-    fn write_keys(&self, call: &mut redis::Cmd, prefix: &str) {
+    /// How many integers the script answers to it.
+    fn replies(&self) -> usize {
+        match self {
+            Op::Admit { .. } => 5,
+            Op::Commit { .. } | Op::Release { .. } => 1,
+        }
+    }
+
+    /// Appends the operation's keys to `call`, written in `scratch`.
+    fn write_keys(&self, call: &mut redis::Cmd, prefix: &str, scratch: &mut Vec<u8>) {
         match self {
             Op::Admit { limit, claim } => {
                 if let Some((key, _)) = limit {
-                    call.arg(rate_key(prefix, key));
+                    call.arg(rate_key(scratch, prefix, key));
                 }
                 if let Some((key, _, _)) = claim {
-                    call.arg(dedup_key(prefix, *key));
+                    call.arg(dedup_key(scratch, prefix, *key));
                 }
             }
             Op::Commit { key, .. } | Op::Release { key, .. } => {
-                call.arg(dedup_key(prefix, *key));
+                call.arg(dedup_key(scratch, prefix, *key));
             }
         }
     }
 
     /// Appends the operation's code and arguments to `call`.
-    fn write_args(&self, call: &mut redis::Cmd) {
+    fn write_args(&self, call: &mut redis::Cmd, scratch: &mut Vec<u8>) {
         match self {
             Op::Admit { limit, claim } => {
                 let mode = match (limit.is_some(), claim.is_some()) {
@@ -627,33 +699,47 @@ impl Op {
                     call.arg(per_minute.get()).arg(rate.interval_nanos());
                 }
                 if let Some((_, lease, token)) = claim {
-                    call.arg(in_flight(*token)).arg(millis_ceil(*lease).max(1));
+                    call.arg(in_flight(scratch, *token))
+                        .arg(millis_ceil(*lease).max(1));
                 }
             }
             Op::Commit { token, ttl_ms, .. } => {
-                call.arg("commit").arg(in_flight(*token)).arg(*ttl_ms);
+                call.arg("commit")
+                    .arg(in_flight(scratch, *token))
+                    .arg(*ttl_ms);
             }
             Op::Release { token, .. } => {
-                call.arg("release").arg(in_flight(*token));
+                call.arg("release").arg(in_flight(scratch, *token));
             }
         }
     }
 }
 
-/// `<prefix>:rate:<hash>`.
-fn rate_key(prefix: &str, key: &LimitKeyHash) -> String {
-    let mut name = String::with_capacity(prefix.len() + 38);
-    name.push_str(prefix);
-    name.push_str(":rate:");
-    for byte in key.as_bytes() {
-        let _ = write!(name, "{byte:02x}");
-    }
+/// `<prefix>:rate:<hash>`, written in `name`.
+fn rate_key<'a>(name: &'a mut Vec<u8>, prefix: &str, key: &LimitKeyHash) -> &'a [u8] {
+    name.clear();
+    name.extend_from_slice(prefix.as_bytes());
+    name.extend_from_slice(b":rate:");
+    push_hex(name, key.as_bytes());
     name
 }
 
-/// `<prefix>:dedup:<hash>`.
-fn dedup_key(prefix: &str, key: DeliveryKey) -> String {
-    format!("{prefix}:dedup:{:032x}", key.as_u128())
+/// `<prefix>:dedup:<hash>`, written in `name`.
+fn dedup_key<'a>(name: &'a mut Vec<u8>, prefix: &str, key: DeliveryKey) -> &'a [u8] {
+    name.clear();
+    name.extend_from_slice(prefix.as_bytes());
+    name.extend_from_slice(b":dedup:");
+    push_hex(name, &key.as_u128().to_be_bytes());
+    name
+}
+
+/// Appends `bytes` as lowercase hex digits.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0xf)]);
+    }
 }
 
 /// A reply the script never gives, as an error.
@@ -666,9 +752,11 @@ fn new_token() -> ClaimToken {
     ClaimToken::new(rand::random::<NonZeroU64>())
 }
 
-/// The in-flight marker of `token`: `f<token>`.
-fn in_flight(token: ClaimToken) -> String {
-    format!("f{}", token.get())
+/// The in-flight marker of `token`, `f<token>`, written in `marker`.
+fn in_flight(marker: &mut Vec<u8>, token: ClaimToken) -> &[u8] {
+    marker.clear();
+    let _ = write!(marker, "f{}", token.get());
+    marker
 }
 
 /// A duration in whole milliseconds, rounded up (a record never expires early).
@@ -683,22 +771,61 @@ mod tests {
     #[test]
     fn markers_and_durations() {
         let token = ClaimToken::new(NonZeroU64::new(42).unwrap());
-        assert_eq!(in_flight(token), "f42");
+        assert_eq!(in_flight(&mut Vec::new(), token), b"f42");
         assert_eq!(millis_ceil(Duration::from_micros(1500)), 2);
         assert_eq!(millis_ceil(Duration::from_secs(86_400)), 86_400_000);
         assert_ne!(new_token(), new_token());
     }
 
     #[test]
+    fn the_flat_reply_is_split_per_job_in_order() {
+        let token = ClaimToken::new(NonZeroU64::new(7).unwrap());
+        let delivery = crate::dedup::KeyHasher::from_secret(&[2; 32]).key("r", b"evt");
+        let job = |op| Job {
+            op,
+            reply: oneshot::channel().0,
+        };
+        let jobs = [
+            job(Op::Admit {
+                limit: None,
+                claim: Some((delivery, Duration::from_secs(1), token)),
+            }),
+            job(Op::Release {
+                key: delivery,
+                token,
+            }),
+        ];
+        let ints =
+            |ns: &[i64]| redis::Value::Array(ns.iter().map(|n| redis::Value::Int(*n)).collect());
+        let replies = replies(&jobs, ints(&[1, 0, 0, 0, 1, 1])).unwrap();
+        assert_eq!(replies[0].values(), [1, 0, 0, 0, 1]);
+        assert_eq!(replies[1].values(), [1]);
+        // Too short, too long, or not integers: the whole batch failed.
+        assert!(super::replies(&jobs, ints(&[1, 0, 0, 0, 1])).is_none());
+        assert!(super::replies(&jobs, ints(&[1, 0, 0, 0, 1, 1, 0])).is_none());
+        let text = redis::Value::Array(vec![redis::Value::Nil; 6]);
+        assert!(super::replies(&jobs, text).is_none());
+        assert!(super::replies(&jobs, redis::Value::Int(1)).is_none());
+    }
+
+    #[test]
     fn key_names_are_the_prefix_the_kind_and_32_hex_digits() {
         let limit = crate::ratelimit::KeyHasher::with_key([1; 32])
             .route_key("r", crate::ratelimit::KeyValue::Route);
-        let name = rate_key("hg", &limit);
-        let hex = name.strip_prefix("hg:rate:").unwrap();
+        let mut scratch = Vec::new();
+        let hex: String = limit
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = rate_key(&mut scratch, "hg", &limit);
+        assert_eq!(name, format!("hg:rate:{hex}").as_bytes());
         assert_eq!(hex.len(), 32);
-        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
         let delivery = crate::dedup::KeyHasher::from_secret(&[2; 32]).key("r", b"evt");
-        let name = dedup_key("hg", delivery);
-        assert_eq!(name, format!("hg:dedup:{:032x}", delivery.as_u128()));
+        let name = dedup_key(&mut scratch, "hg", delivery);
+        assert_eq!(
+            name,
+            format!("hg:dedup:{:032x}", delivery.as_u128()).as_bytes()
+        );
     }
 }

@@ -12,14 +12,17 @@
 --              those of 'c'.
 --   'commit'   KEYS: the dedup key. ARGV: the caller's marker, the route's TTL (ms).
 --   'release'  KEYS: the dedup key. ARGV: the caller's marker.
--- Returns one reply per operation, in order:
---   'l', 'c', 'lc': {allowed, remaining, reset_secs, retry_after_secs, claim}, where allowed is
---     1 or 0 (1 when no limit was asked) and claim is 0 (not asked, or not reached because the
---     limit denied), 1 (claimed), 2 (in flight elsewhere) or 3 (already delivered);
---   'commit', 'release': {1} if done, {0} if the claim was no longer the caller's.
+-- Returns the replies of the operations, in order, as one flat array of integers:
+--   'l', 'c', 'lc': five, allowed, remaining, reset_secs, retry_after_secs, claim, where
+--     allowed is 1 or 0 (1 when no limit was asked) and claim is 0 (not asked, or not reached
+--     because the limit denied), 1 (claimed), 2 (in flight elsewhere) or 3 (already delivered);
+--   'commit', 'release': one, 1 if done, 0 if the claim was no longer the caller's.
 --
 -- Time is Redis's own clock (TIME), so replicas with skewed clocks still agree. It is read once
--- per batch: the batch runs atomically, so its operations all happen at that one instant.
+-- per batch: the batch runs atomically, so its operations all happen at that one instant. For
+-- the same reason a rate-limit key is read once per batch and written once at its end, with
+-- the TAT its last operation left: the same decisions and the same stored value and expiry as
+-- a GET and a SET per operation.
 
 local NS = 1000000000
 
@@ -50,12 +53,50 @@ local function clock()
   return base, now
 end
 
--- Stores a TAT (ns after the whole second `base`) as "<seconds>:<nanoseconds>" since the
--- epoch, expiring when the bucket is full again: then it carries no information.
-local function save(key, tat, base, now)
-  local secs = div(tat, NS)
-  local value = string.format('%d:%09d', base + secs, tat - secs * NS)
-  redis.call('SET', key, value, 'PX', math.max(1, ceil_div(tat - now, 1000000)))
+-- The TATs of the rate-limit keys this batch read or changed (ns after the whole second
+-- `base`), and the changed keys, in the order they were first changed.
+local tats, changed, order = {}, {}, {}
+
+-- The TAT of `key`: as this batch left it, else as Redis stores it ("<seconds>:<nanoseconds>"
+-- since the epoch), else `now` (no key: a full bucket, as a stored TAT of 0).
+local function load(key, base, now)
+  local tat = tats[key]
+  if tat then
+    return tat
+  end
+  tat = now
+  local value = redis.call('GET', key)
+  if value then
+    local secs, nanos = string.match(value, '^(%d+):(%d+)$')
+    if secs then
+      tat = (tonumber(secs) - base) * NS + tonumber(nanos)
+    end
+  end
+  tats[key] = tat
+  return tat
+end
+
+local function save(key, tat)
+  if not changed[key] then
+    changed[key] = true
+    order[#order + 1] = key
+  end
+  tats[key] = tat
+end
+
+-- Stores every changed TAT, expiring when the bucket is full again: then it carries no
+-- information.
+local function store()
+  if #order == 0 then
+    return
+  end
+  local base, now = clock()
+  for _, key in ipairs(order) do
+    local tat = tats[key]
+    local secs = div(tat, NS)
+    local value = string.format('%d:%09d', base + secs, tat - secs * NS)
+    redis.call('SET', key, value, 'PX', math.max(1, ceil_div(tat - now, 1000000)))
+  end
 end
 
 -- GCRA, line for line `ratelimit::gcra::decide`. Nanoseconds since the epoch (~1.8e18) are
@@ -64,23 +105,16 @@ end
 local function gcra(key, limit, interval)
   local base, now = clock()
   local horizon = now + limit * interval
-  local stored = now -- no key: a full bucket, as a stored TAT of 0
-  local value = redis.call('GET', key)
-  if value then
-    local secs, nanos = string.match(value, '^(%d+):(%d+)$')
-    if secs then
-      stored = (tonumber(secs) - base) * NS + tonumber(nanos)
-    end
-  end
+  local stored = load(key, base, now)
   local tat = math.min(math.max(stored, now), horizon)
   local next = tat + interval
   if next <= horizon then
-    save(key, next, base, now)
+    save(key, next)
     return 1, div(horizon - next, interval), ceil_div(next - now, NS), 0
   end
   if tat ~= stored then
     -- A TAT beyond the horizon (Redis's clock stepped back) is clamped, as in `decide`.
-    save(key, tat, base, now)
+    save(key, tat)
   end
   return 0, 0, ceil_div(tat - now, NS), math.max(1, ceil_div(next - horizon, NS))
 end
@@ -97,6 +131,7 @@ local function claim(key, marker, lease)
 end
 
 local replies = {}
+local n = 0 -- replies so far
 local k, a = 1, 1 -- the next key, the next argument
 while a <= #ARGV do
   local code = ARGV[a]
@@ -109,7 +144,8 @@ while a <= #ARGV do
       redis.call('SET', KEYS[k], 'd', 'PX', ARGV[a + 1])
       done = 1
     end
-    replies[#replies + 1] = {done}
+    n = n + 1
+    replies[n] = done
     k, a = k + 1, a + 2
   elseif code == 'release' then
     -- Deleted only if still the caller's: a slow replica never deletes another's claim or a
@@ -119,7 +155,8 @@ while a <= #ARGV do
       redis.call('DEL', KEYS[k])
       done = 1
     end
-    replies[#replies + 1] = {done}
+    n = n + 1
+    replies[n] = done
     k, a = k + 1, a + 1
   elseif code == 'l' or code == 'c' or code == 'lc' then
     local allowed, remaining, reset, retry, claimed = 1, 0, 0, 0, 0
@@ -134,9 +171,14 @@ while a <= #ARGV do
       end
       k, a = k + 1, a + 2
     end
-    replies[#replies + 1] = {allowed, remaining, reset, retry, claimed}
+    replies[n + 1], replies[n + 2], replies[n + 3] = allowed, remaining, reset
+    replies[n + 4], replies[n + 5] = retry, claimed
+    n = n + 5
   else
+    -- What ran so far stays done, as if the batch had ended here.
+    store()
     return redis.error_reply('hookgate batch: unknown operation ' .. tostring(code))
   end
 end
+store()
 return replies
