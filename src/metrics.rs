@@ -113,6 +113,7 @@ pub struct Metrics {
     dedup_evictions: IntCounterVec,
     state_errors: IntCounterVec,
     state_duration: HistogramVec,
+    state_batch_ops: HistogramVec,
     config_reloads: IntCounterVec,
     config_last_success: prometheus::Gauge,
 }
@@ -214,6 +215,16 @@ impl Metrics {
             &["backend", "op"],
         )
         .expect("valid metric");
+        // 1 .. 128: the Redis backend's batches hold at most 128 operations.
+        let state_batch_ops = HistogramVec::new(
+            HistogramOpts::new(
+                "hookgate_state_batch_ops",
+                "Operations (admissions, commits, releases) sent together in one call to the shared state backend, by backend",
+            )
+            .buckets(exponential_buckets(1.0, 2.0, 8).expect("valid buckets")),
+            &["backend"],
+        )
+        .expect("valid metric");
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "hookgate_config_reloads_total",
@@ -242,6 +253,7 @@ impl Metrics {
             Box::new(dedup_evictions.clone()),
             Box::new(state_errors.clone()),
             Box::new(state_duration.clone()),
+            Box::new(state_batch_ops.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_success.clone()),
         ] {
@@ -256,6 +268,7 @@ impl Metrics {
             dedup_evictions,
             state_errors,
             state_duration,
+            state_batch_ops,
             config_reloads,
             config_last_success,
         }
@@ -295,6 +308,7 @@ impl Metrics {
                         .with_label_values(&[backend, op.as_str()])
                 })
                 .collect(),
+            batch_ops: self.state_batch_ops.with_label_values(&[backend]),
         }
     }
 
@@ -379,6 +393,7 @@ impl StateOp {
 pub struct StateMetrics {
     errors: Vec<IntCounter>,
     duration: Vec<Histogram>,
+    batch_ops: Histogram,
 }
 
 impl StateMetrics {
@@ -388,6 +403,11 @@ impl StateMetrics {
         if !ok {
             self.errors[op as usize].inc();
         }
+    }
+
+    /// Records one batch sent to the backend: how many operations it carried.
+    pub fn record_batch(&self, ops: usize) {
+        self.batch_ops.observe(ops as f64);
     }
 }
 
@@ -437,12 +457,16 @@ mod tests {
         let s = m.state("redis");
         s.record(StateOp::Admit, 0.0002, true);
         s.record(StateOp::Admit, 0.05, false);
+        s.record_batch(1);
+        s.record_batch(3);
         let text = m.render();
         assert!(text.contains(r#"hookgate_state_errors_total{backend="redis",op="admit"} 1"#));
         assert!(text.contains(r#"hookgate_state_errors_total{backend="redis",op="commit"} 0"#));
         assert!(
             text.contains(r#"hookgate_state_duration_seconds_count{backend="redis",op="admit"} 2"#)
         );
+        assert!(text.contains(r#"hookgate_state_batch_ops_bucket{backend="redis",le="2"} 1"#));
+        assert!(text.contains(r#"hookgate_state_batch_ops_sum{backend="redis"} 4"#));
         for (i, op) in StateOp::ALL.iter().enumerate() {
             assert_eq!(*op as usize, i);
         }

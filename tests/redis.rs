@@ -307,8 +307,9 @@ async fn one_round_trip_per_request_and_one_to_settle() {
             &gw.deliver(PATH, &format!("evt-{i}"), BODY).await
         ));
     }
-    // 10 × (admit + commit) + 5 × admit, and no script load. (Redis also counts the commands
-    // the scripts run, GET and SET: those are no round trips.)
+    // 10 × (admit + commit) + 5 × admit, each a batch of its own (the requests came one at a
+    // time), and no script load. (Redis also counts the commands the script runs, GET and SET:
+    // those are no round trips.)
     assert_eq!(redis.calls("evalsha"), 25);
     assert_eq!(redis.calls("eval"), 0);
     assert_eq!(redis.calls("script|load"), 0);
@@ -325,6 +326,53 @@ async fn one_round_trip_per_request_and_one_to_settle() {
     println!(
         "admit: {count} calls, mean {:.0} µs (debug build)",
         sum / count * 1e6
+    );
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_share_calls_to_redis() {
+    const DELIVERIES: usize = 200;
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let gw = replica(&upstream, "    dedup: {}\n", &redis, "fail_closed").await;
+    assert_eq!(gw.deliver(PATH, "evt-warm", BODY).await.status, 200);
+    let _: String = redis.cmd(&["CONFIG", "RESETSTAT"]);
+    let batches = "hookgate_state_batch_ops_count{backend=\"redis\"} ";
+    let ops = "hookgate_state_batch_ops_sum{backend=\"redis\"} ";
+    let (batches_before, ops_before) = (metric(&gw, batches).await, metric(&gw, ops).await);
+
+    let sig = sign(SECRET, BODY);
+    let tasks: Vec<_> = (0..DELIVERIES)
+        .map(|i| {
+            let (addr, sig) = (gw.addr, sig.clone());
+            tokio::spawn(async move {
+                let id = format!("evt-crowd-{i}");
+                let headers = [
+                    ("X-Webhook-Signature", sig.as_str()),
+                    ("X-Webhook-Delivery-Id", id.as_str()),
+                ];
+                post(addr, PATH, &headers, BODY).await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        let resp = task.await.unwrap();
+        assert!(
+            resp.status == 200 && !is_duplicate(&resp),
+            "{:?}",
+            resp.json()
+        );
+    }
+    assert_eq!(upstream.requests().len(), DELIVERIES + 1);
+
+    // An admission and a commit per delivery, in fewer calls: one EVALSHA per batch.
+    let calls = metric(&gw, batches).await - batches_before;
+    assert_eq!(metric(&gw, ops).await - ops_before, (2 * DELIVERIES) as f64);
+    assert_eq!(redis.calls("evalsha") as f64, calls);
+    assert!(calls < (2 * DELIVERIES) as f64, "{calls} calls");
+    println!(
+        "{} operations in {calls} calls (debug build)",
+        2 * DELIVERIES
     );
 }
 
