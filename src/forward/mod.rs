@@ -6,11 +6,14 @@
 //! serves every size, so there is no second, rarely exercised path for large bodies. A later
 //! asynchronous mode replaces [`Forwarder::send`] and [`Forwarder::relay`] with "enqueue, then
 //! answer 202", behind the same calls.
-
-use std::time::{Duration, Instant};
+//!
+//! `wire` writes the upstream request and the sender's answer header; `pool` keeps the idle
+//! upstream connections (Pingora's connector makes them).
 
 mod pool;
 mod wire;
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora::connectors::TransportConnector;
