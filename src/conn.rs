@@ -15,6 +15,10 @@
 //! when its answer is done ([`request_finished`]); in between, reads (the body) have no
 //! deadline here: `body_timeout` bounds them (`crate::body`).
 //!
+//! It also keeps each connection's [`Place`] in the proxy's [`Drain`]: whether it owes a
+//! request head and whether a request is in progress, so stopping the gateway neither drops a
+//! request on its way nor cuts one off (`crate::drain`).
+//!
 //! The stream also sees the answers Pingora writes on its own, for a head it refused before
 //! hookgate's code ran (a malformed header line, too many fields: a bare 400): it counts them
 //! and writes their access-log line, so every request has one.
@@ -25,7 +29,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -46,6 +49,7 @@ use pingora::services::listening::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use crate::drain::{Drain, Place};
 use crate::metrics::{Outcome, RouteMetrics, NO_ROUTE};
 
 /// The two connection deadlines (`header_timeout`, `idle_timeout`).
@@ -57,14 +61,16 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
-/// Pingora's HTTP proxy service for `app`, with every connection under `deadlines`. The heads
-/// Pingora refuses on its own are counted in `unrouted` (the `none` route's metrics).
+/// Pingora's HTTP proxy service for `app`, with every connection under `deadlines` and in
+/// `drain`. The heads Pingora refuses on its own are counted in `unrouted` (the `none` route's
+/// metrics).
 pub fn proxy_service<SV>(
     conf: &Arc<ServerConf>,
     app: SV,
     name: &str,
     deadlines: Deadlines,
     unrouted: RouteMetrics,
+    drain: Arc<Drain>,
 ) -> Service<Guarded<HttpProxy<SV>>>
 where
     SV: ProxyHttp + Send + Sync + 'static,
@@ -76,15 +82,17 @@ where
         inner: Arc::new(proxy),
         deadlines,
         unrouted: Arc::new(unrouted),
+        drain,
     };
     Service::new(name.to_string(), guarded)
 }
 
-/// A server app whose connections are [`Timed`].
+/// A server app whose connections are [`Timed`], and which drains them when it stops.
 pub struct Guarded<A> {
     inner: Arc<A>,
     deadlines: Deadlines,
     unrouted: Arc<RouteMetrics>,
+    drain: Arc<Drain>,
 }
 
 #[async_trait]
@@ -94,12 +102,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let timed: Stream = Box::new(Timed::new(stream, self.deadlines, self.unrouted.clone()));
-        self.inner.process_new(timed, shutdown).await
+        let place = self.drain.connection();
+        let timed = Timed::new(stream, self.deadlines, self.unrouted.clone(), place);
+        self.inner.process_new(Box::new(timed), shutdown).await
     }
 
+    /// The listeners are closed: the drain's steps, in order (`crate::drain`).
     async fn cleanup(&self) {
-        self.inner.cleanup().await
+        let deadline = tokio::time::Instant::now() + self.drain.limit();
+        self.drain.heads_delivered().await;
+        // Pingora's proxy drops the connections waiting for a request.
+        self.inner.cleanup().await;
+        let done = self.drain.requests_done(deadline).await;
+        self.drain.finish(done);
     }
 }
 
@@ -107,7 +122,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 /// deadline until [`request_finished`]. Does nothing on a connection that is not [`Timed`].
 pub fn request_started(session: &Session) {
     if let Some(timed) = timed(session) {
-        timed.busy.store(true, Ordering::Relaxed);
+        timed.place.request_started();
     }
 }
 
@@ -115,7 +130,7 @@ pub fn request_started(session: &Session) {
 /// `idle_timeout` before the next request.
 pub fn request_finished(session: &Session) {
     if let Some(timed) = timed(session) {
-        timed.busy.store(false, Ordering::Relaxed);
+        timed.place.request_finished();
     }
 }
 
@@ -139,8 +154,6 @@ enum Phase {
 pub struct Timed {
     inner: Stream,
     deadlines: Deadlines,
-    /// Set by the proxy between a request's head and the end of its answer.
-    busy: AtomicBool,
     phase: Phase,
     /// The deadline of the `Idle` or `Head` phase; one timer per connection, reset per phase.
     timer: Pin<Box<Sleep>>,
@@ -150,19 +163,22 @@ pub struct Timed {
     unrouted: Arc<RouteMetrics>,
     /// Whether such an answer was already recorded (Pingora closes the connection after it).
     answered_early: bool,
+    /// Whether it owes a head, whether a request is in progress (set by the proxy between a
+    /// request's head and the end of its answer).
+    place: Place,
 }
 
 impl Timed {
-    fn new(inner: Stream, deadlines: Deadlines, unrouted: Arc<RouteMetrics>) -> Self {
+    fn new(inner: Stream, deadlines: Deadlines, unrouted: Arc<RouteMetrics>, place: Place) -> Self {
         Self {
             inner,
             deadlines,
-            busy: AtomicBool::new(false),
             phase: Phase::Idle,
             timer: Box::pin(tokio::time::sleep(deadlines.idle)),
             head_started: Instant::now(),
             unrouted,
             answered_early: false,
+            place,
         }
     }
 
@@ -171,6 +187,7 @@ impl Timed {
         let now = Instant::now();
         if phase == Phase::Head {
             self.head_started = now;
+            self.place.head_started();
         }
         self.timer.as_mut().reset((now + limit).into());
     }
@@ -220,7 +237,7 @@ impl AsyncRead for Timed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.busy.load(Ordering::Relaxed) {
+        if this.place.is_busy() {
             this.phase = Phase::Busy;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
@@ -262,7 +279,7 @@ impl AsyncWrite for Timed {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // Outside a request hookgate handles, only Pingora itself answers.
-        if !this.busy.load(Ordering::Relaxed) && !this.answered_early && buf.starts_with(b"HTTP/") {
+        if !this.place.is_busy() && !this.answered_early && buf.starts_with(b"HTTP/") {
             this.record_early_answer(buf);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
@@ -284,7 +301,7 @@ impl AsyncWrite for Timed {
         let this = self.get_mut();
         let first = bufs.iter().find(|b| !b.is_empty());
         if let Some(first) = first.filter(|b| b.starts_with(b"HTTP/")) {
-            if !this.busy.load(Ordering::Relaxed) && !this.answered_early {
+            if !this.place.is_busy() && !this.answered_early {
                 this.record_early_answer(first);
             }
         }

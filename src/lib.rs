@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod dedup;
+pub mod drain;
 pub mod events;
 pub mod forward;
 pub mod framing;

@@ -16,8 +16,8 @@
 //! on the runtime they started with.
 //!
 //! `listen`, `listen_tls` (its address and minimum version; its certificate does reload),
-//! `admin_listen`, `threads`, `header_timeout`, `idle_timeout` and `state` are bound when the
-//! server starts; a reload that changes them applies everything else and logs that those keep
+//! `admin_listen`, `threads`, `header_timeout`, `idle_timeout`, `drain_timeout` and `state`
+//! are bound when the server starts; a reload that changes them applies everything else and logs that those keep
 //! their running values until the next restart.
 
 use std::path::{Path, PathBuf};
@@ -118,6 +118,7 @@ struct Bound {
     threads: std::num::NonZeroUsize,
     /// The connection deadlines, set on the listener at start.
     connection_timeouts: (std::time::Duration, std::time::Duration),
+    drain_timeout: std::time::Duration,
     state: config::model::StateConfig,
 }
 
@@ -129,6 +130,7 @@ impl Bound {
             admin_listen: config.admin_listen,
             threads: config.threads,
             connection_timeouts: (config.header_timeout, config.idle_timeout),
+            drain_timeout: config.drain_timeout,
             state: config.state.clone(),
         }
     }
@@ -150,6 +152,9 @@ impl Bound {
         }
         if self.connection_timeouts != new.connection_timeouts {
             keys.push("header_timeout, idle_timeout");
+        }
+        if self.drain_timeout != new.drain_timeout {
+            keys.push("drain_timeout");
         }
         if self.state != new.state {
             keys.push("state");

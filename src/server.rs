@@ -21,6 +21,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ConfigWatcher, Reloader};
@@ -40,8 +41,10 @@ fn server_conf(config: &Config) -> ServerConf {
             .join(format!("hookgate-{}.pid", first_port(config)))
             .to_string_lossy()
             .into_owned(),
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(10),
+        // hookgate's drain ends the process when the requests in progress have finished
+        // (`crate::drain`); Pingora's grace period and runtime shutdown are the backstop.
+        grace_period_seconds: Some(config.drain_timeout.as_secs_f64().ceil() as u64 + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     }
 }
@@ -93,12 +96,14 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Se
         idle: config.idle_timeout,
     };
     let unrouted = metrics.route(crate::metrics::NO_ROUTE);
+    let drain = Arc::new(Drain::new(config.drain_timeout));
     let mut proxy = crate::conn::proxy_service(
         &server.configuration,
         gateway,
         "hookgate proxy",
         deadlines,
         unrouted,
+        drain.clone(),
     );
     if let Some(listen) = config.listen {
         proxy.add_tcp(&listen.to_string());
@@ -145,6 +150,7 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Se
         live,
         readiness,
         snapshot_path,
+        drain,
     };
     Ok((server, lifecycle))
 }
@@ -159,6 +165,14 @@ pub fn run(config: &Config, path: &Path, upgrade: bool) -> ! {
         }
     };
     let lifecycle = Arc::new(lifecycle);
+    // Once the listeners have closed and every request in progress has finished (or
+    // `drain_timeout` has run out): the same end as below, without waiting for Pingora's grace
+    // period. The drain lives as long as the process, so this reference never needs dropping.
+    let at_drained = lifecycle.clone();
+    lifecycle.drain.on_finish(move || {
+        at_drained.save_snapshot();
+        std::process::exit(0)
+    });
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals(lifecycle.clone())),
     });
@@ -172,6 +186,7 @@ pub struct Lifecycle {
     live: Live,
     readiness: Arc<Readiness>,
     snapshot_path: Option<PathBuf>,
+    drain: Arc<Drain>,
 }
 
 impl Lifecycle {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use tokio::io::AsyncWriteExt;
 
 const BODY: &[u8] = br#"{"event":"dossier.created","data":{"id":1}}"#;
 const PATH: &str = "/webhooks/dossiers";
@@ -38,28 +39,43 @@ fn is_duplicate(resp: &Response) -> bool {
     resp.status == 200 && resp.header("x-hookgate-duplicate") == Some("true")
 }
 
-#[tokio::test]
-async fn sigterm_drains_the_request_in_flight_then_exits() {
-    let upstream = Upstream::start_with(Behavior::Delay(Duration::from_millis(800))).await;
-    let mut gw = Gateway::start(&routes(&upstream), "").await;
-    let addr = gw.addr;
-    let in_flight = tokio::spawn(async move {
+/// Sends a signed delivery `id` from a task of its own: the answer is awaited later.
+fn send_in_background(
+    addr: std::net::SocketAddr,
+    id: &'static str,
+) -> tokio::task::JoinHandle<std::io::Result<Response>> {
+    tokio::spawn(async move {
         let sig = sign(SECRET, BODY);
         let headers = [
             ("X-Webhook-Signature", sig.as_str()),
-            ("X-Webhook-Delivery-Id", "d-1"),
+            ("X-Webhook-Delivery-Id", id),
         ];
         post(addr, PATH, &headers, BODY).await
-    });
+    })
+}
+
+/// Waits until `upstream` has received `n` requests.
+async fn upstream_gets(upstream: &Upstream, n: usize) {
     wait_until(
-        "the upstream to get the request",
+        "the upstream to get the requests",
         Duration::from_secs(10),
         || {
-            let n = upstream.requests().len();
-            async move { n == 1 }
+            let got = upstream.requests().len();
+            async move { got == n }
         },
     )
     .await;
+}
+
+/// The request in progress outlasts Pingora's own grace period (1 s): the drain waits for it,
+/// then the process exits at once, long before `drain_timeout` (20 s by default).
+#[tokio::test]
+async fn sigterm_drains_the_request_in_flight_then_exits() {
+    let upstream = Upstream::start_with(Behavior::Delay(Duration::from_millis(2500))).await;
+    let mut gw = Gateway::start(&routes(&upstream), "").await;
+    let addr = gw.addr;
+    let in_flight = send_in_background(addr, "d-1");
+    upstream_gets(&upstream, 1).await;
     gw.signal("TERM");
     // Draining: no longer ready (or already gone), so a load balancer stops sending.
     wait_until("/readyz to fail", Duration::from_secs(10), || async {
@@ -75,6 +91,98 @@ async fn sigterm_drains_the_request_in_flight_then_exits() {
     assert!(status.success(), "{status}");
     // Once gone, the port refuses connections.
     assert!(post(addr, PATH, &[], BODY).await.is_err());
+}
+
+/// A request still in progress when `drain_timeout` runs out is cut off and logged; it was
+/// never committed, so the sender's retry is forwarded by the next process.
+#[tokio::test]
+async fn a_request_outlasting_drain_timeout_is_cut_off_and_its_retry_forwarded() {
+    let upstream = Upstream::start_with(Behavior::Delay(Duration::from_secs(8))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("dedup.snapshot");
+    let (port, admin) = (free_port(), free_port());
+    let extra = format!(
+        "drain_timeout: 1s\nstate:\n  snapshot_path: {}\n",
+        snapshot.display()
+    );
+    let path = dir.path().join("hookgate.yaml");
+    std::fs::write(&path, config_yaml(port, admin, &routes(&upstream), &extra)).unwrap();
+    let mut gw = Gateway::spawn(&path, port, admin, &[], "info");
+    gw.wait_for("/readyz").await;
+    let addr = gw.addr;
+    let in_flight = send_in_background(addr, "slow");
+    upstream_gets(&upstream, 1).await;
+    gw.signal("TERM");
+    assert!(in_flight.await.unwrap().is_err(), "cut off, never answered");
+    let status = gw.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    assert!(
+        gw.logs()
+            .contains("requests still in progress at the end of drain_timeout"),
+        "{}",
+        gw.logs()
+    );
+
+    // The sender retries against the next process: forwarded, not a duplicate.
+    let mut next = Gateway::spawn(&path, port, admin, &[], "info");
+    next.wait_for("/readyz").await;
+    let retry = send_in_background(addr, "slow");
+    upstream_gets(&upstream, 2).await;
+    next.signal("INT");
+    next.wait_exit(Duration::from_secs(20)).await;
+    drop(retry);
+}
+
+/// Connections accepted just before the listeners close still get their request answered:
+/// one that had sent nothing yet and one partway through its head. A keep-alive connection
+/// idle between requests is closed rather than waited for.
+#[tokio::test]
+async fn requests_on_connections_accepted_before_the_listeners_close_are_answered() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, port, admin) = write_config(dir.path(), &upstream, &dir.path().join("snap"));
+    let mut gw = Gateway::spawn(&path, port, admin, &[], "info");
+    gw.wait_for("/readyz").await;
+    let request = |id: &str| {
+        let sig = sign(SECRET, BODY);
+        let headers = [
+            ("X-Webhook-Signature", sig.as_str()),
+            ("X-Webhook-Delivery-Id", id),
+        ];
+        post_request(PATH, &headers, BODY)
+    };
+    let keep_alive = |id: &str| {
+        String::from_utf8(request(id)).unwrap().replacen(
+            "Connection: close",
+            "Connection: keep-alive",
+            1,
+        )
+    };
+
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(keep_alive("idle").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut idle).await.unwrap().status, 200);
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let partial_request = request("partial");
+    partial.write_all(&partial_request[..20]).await.unwrap();
+    // The gateway accepts in order: once a later connection is answered, both were accepted.
+    assert_eq!(gw.deliver(PATH, "later", BODY).await.status, 200);
+
+    gw.signal("TERM");
+    gw.wait_for_log(&format!("Shutting down 127.0.0.1:{port}"))
+        .await;
+    silent.write_all(&request("silent")).await.unwrap();
+    partial.write_all(&partial_request[20..]).await.unwrap();
+    assert_eq!(read_response(&mut silent).await.unwrap().status, 200);
+    assert_eq!(read_response(&mut partial).await.unwrap().status, 200);
+    assert!(is_closed(&mut idle).await, "the idle connection is closed");
+    let status = gw.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    let ids: Vec<_> = (upstream.requests().iter())
+        .filter_map(|r| r.header("x-webhook-delivery-id").map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
 }
 
 #[tokio::test]
@@ -153,7 +261,8 @@ async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() 
 
     // Senders keep going through the whole upgrade, one connection per request.
     let stop = Arc::new(AtomicUsize::new(0));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let addr = old.addr;
     let load: Vec<_> = (0..4)
         .map(|worker| {
@@ -169,9 +278,16 @@ async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() 
                         ("X-Webhook-Delivery-Id", id.as_str()),
                     ];
                     match post(addr, PATH, &headers, BODY).await {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failed.lock().unwrap().push(format!(
+                            "{id}: {} {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        )),
+                        Err(e) => failed.lock().unwrap().push(format!("{id}: {e}")),
+                    }
                 }
             })
         })
@@ -209,10 +325,12 @@ async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() 
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during the upgrade"
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "requests failed during the upgrade: {failed:?}\nold:\n{}\nnew:\n{}",
+        old.logs(),
+        new.logs()
     );
     assert!(after_exit > before, "the load ran during the upgrade");
     assert!(

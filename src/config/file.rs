@@ -45,6 +45,8 @@ pub mod defaults {
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     /// `idle_timeout`: as long as Pingora waits for a connection's first request.
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `drain_timeout`: with a 5 s `preStop` sleep, inside Kubernetes' default 30 s before SIGKILL.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
     /// `verify.header`.
     pub const VERIFY_HEADER: &str = "X-Webhook-Signature";
     /// `verify.tolerance`, for every scheme that signs a timestamp (Standard Webhooks, Stripe
@@ -89,6 +91,9 @@ pub(crate) struct Config {
     /// How long a connection may wait for its next request.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Timeout,
+    /// How long the requests in progress get to finish once the listeners close.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Timeout,
     pub routes: Routes,
     /// The built-in tiers, overridden or extended.
     #[serde(default)]
@@ -498,6 +503,10 @@ fn default_header_timeout() -> Timeout {
 
 fn default_idle_timeout() -> Timeout {
     Timeout(defaults::IDLE_TIMEOUT)
+}
+
+fn default_drain_timeout() -> Timeout {
+    Timeout(defaults::DRAIN_TIMEOUT)
 }
 
 fn default_replay_max_skew() -> Timeout {

@@ -32,6 +32,9 @@ pub struct Config {
     /// How long a connection may stay open waiting for a request (its first, or the next one
     /// on a kept-alive connection).
     pub idle_timeout: Duration,
+    /// How long the requests in progress get to finish after SIGTERM (or SIGQUIT's hand-over)
+    /// closes the listeners.
+    pub drain_timeout: Duration,
     /// Routes in file order; their paths never overlap.
     pub routes: Vec<Route>,
     /// Requests per minute of every named tier: the spec's three, overridden or extended by

@@ -118,6 +118,7 @@ fn golden_every_key_set() {
         "  min_version: '1.3'",
         "header_timeout: 3s",
         "idle_timeout: 15s",
+        "drain_timeout: 40s",
         "routes:",
         "  - name: dossiers",
         "    path: /webhooks/dossiers",
@@ -206,6 +207,7 @@ fn golden_every_key_set() {
         upstream_timeout: Duration::from_secs(90),
         header_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(15),
+        drain_timeout: Duration::from_secs(40),
         routes: vec![
             Route {
                 name: "dossiers".into(),
@@ -419,6 +421,7 @@ fn defaults_apply_when_keys_are_left_out() {
     assert_eq!(config.upstream_timeout, Duration::from_secs(30));
     assert_eq!(config.header_timeout, Duration::from_secs(10));
     assert_eq!(config.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.drain_timeout, Duration::from_secs(20));
     let route = &config.routes[0];
     assert_eq!(route.max_body_bytes, 1_048_576);
     assert_eq!(route.body_timeout, Duration::from_secs(10));
@@ -438,6 +441,7 @@ fn shipped_default_file_loads_without_environment() {
     assert_eq!(config.upstream_timeout, defaults::UPSTREAM_TIMEOUT);
     assert_eq!(config.header_timeout, defaults::HEADER_TIMEOUT);
     assert_eq!(config.idle_timeout, defaults::IDLE_TIMEOUT);
+    assert_eq!(config.drain_timeout, defaults::DRAIN_TIMEOUT);
     let names: Vec<_> = config.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["dossiers", "messages"]);
 

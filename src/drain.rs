@@ -1,0 +1,317 @@
+//! Stopping without losing a request: what happens between the listeners' closing (SIGTERM,
+//! or SIGQUIT once the sockets are handed over) and the process's exit.
+//!
+//! Pingora alone gets two things wrong for a gateway here. When it stops accepting, its HTTP
+//! proxy drops at once every connection waiting for a request head: right for a keep-alive
+//! connection idle between requests, but it also drops a connection accepted a moment before
+//! whose sender has not written its request yet, or only part of the head; that sender sees a
+//! reset for a request no process will answer (during an upgrade under load, a few were lost
+//! that way). And it gives requests in progress a fixed grace period, then stops its runtimes,
+//! cancelling whatever still runs: an upstream slower than that is cut off mid-answer.
+//!
+//! So hookgate counts, per connection ([`Place`]), whether it owes a request head (accepted
+//! and no request read yet, or partway through a head) and whether a request is in progress
+//! (from its head to its access log line, commit included). At the listeners' closing:
+//!
+//! 1. [`Drain::heads_delivered`]: the connections that owe a head get to deliver it: first
+//!    [`SETTLE`], for the connections accepted just before the closing to be counted (each
+//!    starts in a task of its own), then until none is owed, at most [`WAIT`] in all;
+//! 2. the proxy then drops the connections still waiting for a request;
+//! 3. [`Drain::requests_done`]: until no request is in progress, at most `drain_timeout` from
+//!    the closing;
+//! 4. [`Drain::finish`]: the process's exit (`crate::server` saves the dedup snapshot first).
+//!    The requests have all been answered and settled by then, so nothing is cut off; when
+//!    `drain_timeout` runs out first, the ones still in progress are logged and cut off.
+//!
+//! Pingora's own grace period is set one second longer than `drain_timeout`, so it only acts
+//! if this never finishes.
+//!
+//! (Pingora 0.9.1: `pingora-proxy` `handle_new_request` returns early on `await_shutdown`,
+//! which `http_cleanup` wakes; `services/listening.rs` calls `cleanup` when the accept loops
+//! end; `server/mod.rs` sleeps `grace_period_seconds`, then shuts the runtimes down.)
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long the connections accepted just before the closing get to be counted.
+pub const SETTLE: Duration = Duration::from_millis(50);
+
+/// The longest wait for the heads owed, from the closing.
+pub const WAIT: Duration = Duration::from_millis(600);
+
+type Exit = Box<dyn Fn() + Send + Sync>;
+
+/// The connections of the proxy, as far as stopping goes.
+pub struct Drain {
+    /// `drain_timeout`.
+    limit: Duration,
+    /// Connections that owe a request head.
+    owed: AtomicUsize,
+    /// Requests in progress.
+    busy: AtomicUsize,
+    /// Woken when either count falls to 0.
+    emptied: Notify,
+    /// What [`Drain::finish`] does (the process's exit).
+    exit: OnceLock<Exit>,
+}
+
+impl std::fmt::Debug for Drain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (f.debug_struct("Drain").field("limit", &self.limit))
+            .field("owed", &self.owed)
+            .field("busy", &self.busy)
+            .finish()
+    }
+}
+
+impl Drain {
+    /// Requests in progress at the closing get `limit` to finish.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            owed: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            emptied: Notify::new(),
+            exit: OnceLock::new(),
+        }
+    }
+
+    /// `drain_timeout`.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Sets what [`Drain::finish`] does; only the first call counts.
+    pub fn on_finish(&self, exit: impl Fn() + Send + Sync + 'static) {
+        let _ = self.exit.set(Box::new(exit));
+    }
+
+    /// A newly accepted connection's place: it owes its first head.
+    pub fn connection(self: &Arc<Self>) -> Place {
+        self.owed.fetch_add(1, Ordering::AcqRel);
+        Place {
+            drain: self.clone(),
+            owing: AtomicBool::new(true),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// Connections that owe a request head now.
+    pub fn owed(&self) -> usize {
+        self.owed.load(Ordering::Acquire)
+    }
+
+    /// Requests in progress now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Step 1: waits [`SETTLE`], then until no connection owes a head, at most [`WAIT`] (or
+    /// `limit`, if shorter) in all.
+    pub async fn heads_delivered(&self) {
+        let wait = WAIT.min(self.limit);
+        let deadline = Instant::now() + wait;
+        tokio::time::sleep(SETTLE.min(wait)).await;
+        if !self.until(deadline, |d| d.owed() == 0).await {
+            tracing::debug!(
+                owed = self.owed(),
+                "closing connections that still owe a head"
+            );
+        }
+    }
+
+    /// Step 3: waits until no request is in progress and no head is owed, or `deadline`.
+    /// Tells whether they all finished.
+    pub async fn requests_done(&self, deadline: Instant) -> bool {
+        self.until(deadline, |d| d.busy() == 0 && d.owed() == 0)
+            .await
+    }
+
+    /// Step 4: the exit set by [`Drain::on_finish`] (nothing if none is set: Pingora's grace
+    /// period then ends the process). `done`: whether every request finished.
+    pub fn finish(&self, done: bool) {
+        if done {
+            tracing::info!("every request in progress has finished");
+        } else {
+            tracing::warn!(
+                in_progress = self.busy(),
+                drain_timeout = ?self.limit,
+                "requests still in progress at the end of drain_timeout are cut off"
+            );
+        }
+        if let Some(exit) = self.exit.get() {
+            exit();
+        }
+    }
+
+    async fn until(&self, deadline: Instant, done: impl Fn(&Self) -> bool) -> bool {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+
+    fn leave(&self, count: &AtomicUsize) {
+        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
+    }
+}
+
+/// One connection's standing in its [`Drain`]: whether it owes a head (from its acceptance,
+/// then from the first byte of each later head, until the head is read) and whether a
+/// request is in progress on it. Closing the connection clears both.
+#[derive(Debug)]
+pub struct Place {
+    drain: Arc<Drain>,
+    owing: AtomicBool,
+    busy: AtomicBool,
+}
+
+impl Place {
+    /// A head has started arriving.
+    pub fn head_started(&self) {
+        if !self.owing.swap(true, Ordering::AcqRel) {
+            self.drain.owed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The head is read: a request is in progress.
+    pub fn request_started(&self) {
+        if !self.busy.swap(true, Ordering::AcqRel) {
+            self.drain.busy.fetch_add(1, Ordering::AcqRel);
+        }
+        self.paid();
+    }
+
+    /// The request is answered and logged.
+    pub fn request_finished(&self) {
+        if self.busy.swap(false, Ordering::AcqRel) {
+            self.drain.leave(&self.drain.busy);
+        }
+    }
+
+    /// Whether a request is in progress.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    fn paid(&self) {
+        if self.owing.swap(false, Ordering::AcqRel) {
+            self.drain.leave(&self.drain.owed);
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.paid();
+        self.request_finished();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain() -> Arc<Drain> {
+        Arc::new(Drain::new(Duration::from_secs(5)))
+    }
+
+    #[test]
+    fn a_connection_owes_each_head_until_its_request_starts() {
+        let drain = drain();
+        let place = drain.connection();
+        assert_eq!((drain.owed(), drain.busy()), (1, 0));
+        place.head_started(); // the first byte of the first head: still one
+        assert_eq!(drain.owed(), 1);
+        place.request_started();
+        place.request_started(); // counted once
+        assert_eq!((drain.owed(), drain.busy()), (0, 1));
+        place.request_finished();
+        assert_eq!((drain.owed(), drain.busy()), (0, 0));
+        place.head_started(); // the next request on the kept-alive connection
+        assert_eq!(drain.owed(), 1);
+        place.request_started();
+        drop(place); // closed mid-request
+        assert_eq!((drain.owed(), drain.busy()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_delivered_returns_once_the_last_head_is_read() {
+        let drain = drain();
+        let place = drain.connection();
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.heads_delivered().await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiter.is_finished());
+        place.request_started();
+        waiter.await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_delivered_takes_the_settle_time_then_gives_up_after_wait() {
+        let drain = drain();
+        let start = Instant::now();
+        drain.heads_delivered().await;
+        assert_eq!(start.elapsed(), SETTLE);
+        let _never_sends = drain.connection();
+        let start = Instant::now();
+        drain.heads_delivered().await;
+        assert_eq!(start.elapsed(), WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_done_waits_for_the_last_request_up_to_the_deadline() {
+        let drain = drain();
+        let (slow, stuck) = (drain.connection(), drain.connection());
+        slow.request_started();
+        stuck.request_started();
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.requests_done(start + Duration::from_secs(3)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        slow.request_finished();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stuck.request_finished();
+        assert!(waiter.await.unwrap(), "both finished in time");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+
+        stuck.request_started();
+        let start = Instant::now();
+        assert!(!drain.requests_done(start + Duration::from_secs(3)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn finish_runs_the_exit_set_first() {
+        let drain = drain();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (first, second) = (runs.clone(), runs.clone());
+        drain.on_finish(move || {
+            first.fetch_add(1, Ordering::Relaxed);
+        });
+        drain.on_finish(move || {
+            second.fetch_add(10, Ordering::Relaxed);
+        });
+        drain.finish(true);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+    }
+}
