@@ -13,6 +13,7 @@ pub mod drain;
 pub mod events;
 pub mod forward;
 pub mod framing;
+pub mod handover;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

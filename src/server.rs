@@ -22,6 +22,7 @@ use pingora::services::listening::Service;
 use crate::admin::{Admin, Readiness};
 use crate::config::Config;
 use crate::drain::Drain;
+use crate::handover;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ConfigWatcher, Reloader};
@@ -48,6 +49,10 @@ fn server_conf(config: &Config) -> ServerConf {
         ..ServerConf::default()
     }
 }
+
+/// How much longer than the old process may take the upgraded one watches for its last
+/// snapshot (`crate::handover`).
+const FOLLOW_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The socket a process started with `--upgrade` receives the listening sockets on.
 pub fn upgrade_sock(config: &Config) -> PathBuf {
@@ -78,6 +83,8 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Se
     metrics.record_config_loaded();
     let clock = crate::clock::system();
     let snapshot_path = config.state.snapshot_path().map(Path::to_path_buf);
+    // The version first: a write between the two is merged again later, which adds nothing.
+    let read_version = snapshot_path.as_deref().and_then(handover::Version::of);
     let snapshot = snapshot_path.as_deref().and_then(read_snapshot);
     // Memory or Redis per `config.state`; Redis is connected on first use, never here.
     let state = Arc::new(State::with_snapshot(
@@ -146,6 +153,11 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Se
     server.add_service(admin);
     server.add_service(maintenance);
     server.add_service(watcher);
+    if let Some(path) = snapshot_path.as_ref().filter(|_| upgrade) {
+        let window = handover::OLD_PROCESS_ACCEPTS_FOR + config.drain_timeout + FOLLOW_MARGIN;
+        let follower = handover::Follower::new(live.clone(), path.clone(), read_version, window);
+        server.add_service(background_service("hookgate upgrade follow-up", follower));
+    }
     let lifecycle = Lifecycle {
         live,
         readiness,

@@ -262,11 +262,13 @@ async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() 
     // Senders keep going through the whole upgrade, one connection per request.
     let stop = Arc::new(AtomicUsize::new(0));
     let ok = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let failed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let addr = old.addr;
     let load: Vec<_> = (0..4)
         .map(|worker| {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let delivered = delivered.clone();
             tokio::spawn(async move {
                 let sig = sign(SECRET, BODY);
                 let mut n = 0;
@@ -280,6 +282,7 @@ async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() 
                     match post(addr, PATH, &headers, BODY).await {
                         Ok(r) if r.status == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
+                            delivered.lock().unwrap().push(id);
                         }
                         Ok(r) => failed.lock().unwrap().push(format!(
                             "{id}: {} {}",
@@ -340,4 +343,12 @@ async fn sigquit_hands_the_sockets_over_with_no_connection_refused_under_load() 
     );
     // The delivery made before the upgrade is known to the new process.
     assert!(is_duplicate(&new.deliver(PATH, "before", BODY).await));
+    // So is every delivery of the upgrade, whichever process took it: the old one's last
+    // snapshot, written at its exit, is merged.
+    new.wait_for_log("merged the replaced process's last dedup snapshot")
+        .await;
+    let delivered = delivered.lock().unwrap().clone();
+    for id in delivered.iter().step_by(delivered.len().div_ceil(200)) {
+        assert!(is_duplicate(&new.deliver(PATH, id, BODY).await), "{id}");
+    }
 }

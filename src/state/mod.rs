@@ -204,15 +204,7 @@ impl State {
             let secret = snapshot
                 .as_ref()
                 .map_or_else(rand::random::<[u8; 32]>, |s| s.key_secret);
-            if let Some(snapshot) = &snapshot {
-                for (name, records) in &snapshot.routes {
-                    let index = names.iter().position(|n| n == name);
-                    if let Some(store) = index.and_then(|i| local.memory_store(i)) {
-                        store.import(records);
-                    }
-                }
-            }
-            return Self {
+            let state = Self {
                 limit_keys: ratelimit::KeyHasher::random(),
                 delivery_keys: dedup::KeyHasher::from_secret(&secret),
                 delivery_secret: Some(secret),
@@ -221,6 +213,10 @@ impl State {
                 local,
                 shared: None,
             };
+            if let Some(snapshot) = &snapshot {
+                state.import(snapshot);
+            }
+            return state;
         };
         let (limit_keys, delivery_keys) = shared_hashers(&settings.key_secret);
         let redis = RedisBackend::new(settings, &policies, metrics.state("redis"));
@@ -262,6 +258,24 @@ impl State {
                 degraded: shared.degraded.clone(),
             }),
         }
+    }
+
+    /// Adds the delivered IDs of `snapshot` to the memory backend's routes that still exist by
+    /// name and deduplicate; IDs already held are skipped. Returns how many were added, or
+    /// `None` with Redis or when the snapshot's keys were made with another secret (they
+    /// would match nothing).
+    pub fn import(&self, snapshot: &Snapshot) -> Option<usize> {
+        if self.shared.is_some() || self.delivery_secret != Some(snapshot.key_secret) {
+            return None;
+        }
+        let mut added = 0;
+        for (name, records) in &snapshot.routes {
+            let index = self.names.iter().position(|n| n == name);
+            if let Some(store) = index.and_then(|i| self.local.memory_store(i)) {
+                added += store.import(records);
+            }
+        }
+        Some(added)
     }
 
     /// The memory backend's delivered IDs and hashing secret, for `state.snapshot_path`;
