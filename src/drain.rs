@@ -23,6 +23,10 @@
 //!    The requests have all been answered and settled by then, so nothing is cut off; when
 //!    `drain_timeout` runs out first, the ones still in progress are logged and cut off.
 //!
+//! An HTTP/2 connection's streams are not seen one by one: the connection counts as owing a
+//! head until it closes, which Pingora does after its GOAWAY once the streams in progress are
+//! answered. So the drain waits for them too, and step 1 takes its whole [`WAIT`].
+//!
 //! Pingora's own grace period is set one second longer than `drain_timeout`, so it only acts
 //! if this never finishes.
 //!

@@ -200,6 +200,34 @@ async fn h2_requests_are_forwarded_byte_identical_and_deduplicated() {
     gw.gw.wait_count("dossiers", "duplicate", 1).await;
 }
 
+/// SIGTERM with an HTTP/2 request in progress: it is answered, then the connection is closed
+/// (GOAWAY) and the process exits, without waiting for `drain_timeout` (20 s).
+#[tokio::test]
+async fn sigterm_drains_an_h2_request_in_progress_then_exits() {
+    let upstream =
+        Upstream::start_with(Behavior::Delay(std::time::Duration::from_millis(1500))).await;
+    let mut gw = TlsGateway::start(&upstream, "", "").await;
+    let mut h2 = gw.h2().await;
+    let in_flight = tokio::spawn(async move {
+        let headers = signed(SAMPLE.as_bytes(), "h2-drain");
+        h2.post("/webhooks/dossiers", &as_refs(&headers), SAMPLE.as_bytes())
+            .await
+    });
+    wait_until(
+        "the upstream to get the request",
+        std::time::Duration::from_secs(10),
+        || {
+            let n = upstream.requests().len();
+            async move { n == 1 }
+        },
+    )
+    .await;
+    gw.gw.signal("TERM");
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    let status = gw.gw.wait_exit(std::time::Duration::from_secs(12)).await;
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test]
 async fn forged_signatures_over_tls_get_401_and_nothing_reaches_the_upstream() {
     let upstream = Upstream::start().await;
