@@ -44,13 +44,24 @@ impl Answer {
         self
     }
 
-    /// The JSON body.
+    /// The JSON body: `error`, `message`, then `path` if set.
     pub fn body(&self) -> Bytes {
-        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
-        if let Some(path) = &self.path {
-            body["path"] = path.as_str().into();
+        // Serialized straight from borrowed fields: no map of values built per answer.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            path: Option<&'a str>,
         }
-        body.to_string().into()
+        let body = Body {
+            error: self.code,
+            message: &self.message,
+            path: self.path.as_deref(),
+        };
+        serde_json::to_vec(&body)
+            .expect("a struct of strings always serializes")
+            .into()
     }
 
     /// The standard answer for an outcome the gateway decides itself.
@@ -94,7 +105,7 @@ impl Answer {
         let body = self.body();
         let mut header = ResponseHeader::build(self.status, Some(4 + self.headers.len()))?;
         header.insert_header("Content-Type", "application/json")?;
-        header.insert_header("Content-Length", body.len().to_string())?;
+        header.insert_header("Content-Length", body.len())?;
         header.insert_header("Cache-Control", "no-store")?;
         for (name, value) in &self.headers {
             header.insert_header(*name, value.as_str())?;
@@ -109,6 +120,20 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_body_is_compact_json_with_its_fields_in_order_and_escaped() {
+        let a = Answer::new(401, "invalid_signature", "a \"quoted\" <text>");
+        assert_eq!(
+            &a.body()[..],
+            br#"{"error":"invalid_signature","message":"a \"quoted\" <text>"}"#
+        );
+        let a = a.with_path("/data/0");
+        assert_eq!(
+            &a.body()[..],
+            br#"{"error":"invalid_signature","message":"a \"quoted\" <text>","path":"/data/0"}"#
+        );
+    }
 
     #[test]
     fn json_body_and_headers() {
