@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: hookgate against nginx and against itself, as ratios measured in one
 # run, on loopback only. Usage:
-#   benches/e2e.sh                 # 3 alternating rounds of 8 s per case, open-loop rate 2000/s
-#   ROUNDS=5 DURATION=10 RATE=3000 benches/e2e.sh
+#   benches/e2e.sh                 # 3 alternating rounds, 3 phases of 8 s per case
+#   ROUNDS=5 DURATION=10 RATE=3000 CPU_RATE=20000 benches/e2e.sh
 # Writes benches/results/<timestamp>/{results.jsonl,summary.md,latency.png}.
 #
 # Cases (every request of 4 and 5 has a unique delivery ID and a valid signature over a 1 KiB
@@ -13,14 +13,18 @@
 #   4 full       hookgate: verification, dedup, a tier too high to trigger, metrics
 #   5 redis      case 4 with the Redis state backend (skipped if this build has none)
 #   6 forged     case 4's gateway flooded with invalid signatures
-# CPU per request is the server process's user+system time (from /proc) over the requests it
-# served; the load generator shares the two cores, so CPU per request is the fair comparison.
+# Per case and round: a closed-loop phase (req/s, and CPU per request: the server process's
+# user+system time from /proc over the requests it served), an open-loop phase at RATE
+# (latency percentiles), and an open-loop phase at CPU_RATE (user and system CPU per request
+# under the same offered load for every case). The load generator shares the two cores, so
+# CPU per request is the fair comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 RATE=${RATE:-2000}
+CPU_RATE=${CPU_RATE:-20000}
 CONNECTIONS=${CONNECTIONS:-32}
 BODY=${BODY:-1024}
 OUT=benches/results/$(date -u +%Y%m%dT%H%M%SZ)
@@ -118,14 +122,21 @@ UPW=$(pgrep -P "$(cat "$WORK/up.pid")" | head -1)
 PXW=$(pgrep -P "$(cat "$WORK/px.pid")" | head -1)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+user_sys() { awk '{print $14, $15}' "/proc/$1/stat"; }
 run_case() { # round, case, addr, server pid, extra loadgen args...
   local round=$1 name=$2 addr=$3 pid=$4; shift 4
-  local t0 t1 thr lat
+  local t0 t1 thr lat fixed u0 s0 u1 s1
   t0=$(cpu_ticks "$pid")
   thr=$("$LOAD" --addr "$addr" --connections "$CONNECTIONS" --duration "$DURATION" --rate 0 --body-size "$BODY" "$@")
   t1=$(cpu_ticks "$pid")
   lat=$("$LOAD" --addr "$addr" --connections "$CONNECTIONS" --duration "$DURATION" --rate "$RATE" --body-size "$BODY" "$@")
-  echo "{\"round\":$round,\"case\":\"$name\",\"cpu_ticks\":$((t1 - t0)),\"clk_tck\":$(getconf CLK_TCK),\"throughput\":$thr,\"latency\":$lat}" >>"$OUT/results.jsonl"
+  # The same offered load for every case, high enough for the clock ticks of /proc to resolve:
+  # its CPU, split into user and system time, compares the servers without the closed loop's
+  # feedback (a faster server leaves the load generator more CPU, and so gets more requests).
+  read -r u0 s0 < <(user_sys "$pid")
+  fixed=$("$LOAD" --addr "$addr" --connections "$CONNECTIONS" --duration "$DURATION" --rate "$CPU_RATE" --body-size "$BODY" "$@")
+  read -r u1 s1 < <(user_sys "$pid")
+  echo "{\"round\":$round,\"case\":\"$name\",\"cpu_ticks\":$((t1 - t0)),\"fixed_user_ticks\":$((u1 - u0)),\"fixed_sys_ticks\":$((s1 - s0)),\"clk_tck\":$(getconf CLK_TCK),\"throughput\":$thr,\"latency\":$lat,\"fixed\":$fixed}" >>"$OUT/results.jsonl"
   echo "round $round $name: $(echo "$thr" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["rps"], "req/s")')" >&2
 }
 for round in $(seq 1 "$ROUNDS"); do
@@ -137,9 +148,9 @@ for round in $(seq 1 "$ROUNDS"); do
   run_case "$round" forged "127.0.0.1:$G4" "$P4" --invalid
 done
 
-python3 - "$OUT" "$RATE" "$DURATION" "$ROUNDS" <<'PY'
+python3 - "$OUT" "$RATE" "$DURATION" "$ROUNDS" "$CPU_RATE" <<'PY'
 import json, sys, statistics, platform, os, datetime
-out, rate, duration, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+out, rate, duration, rounds, cpu_rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 rows = [json.loads(l) for l in open(f"{out}/results.jsonl")]
 cases = [c for c in ["direct", "nginx", "plain", "full", "redis", "forged"] if any(r["case"] == c for r in rows)]
 agg = {}
@@ -151,6 +162,8 @@ for c in cases:
                   p50=statistics.median(r["latency"]["p50_us"] for r in rs),
                   p99=statistics.median(r["latency"]["p99_us"] for r in rs),
                   p999=statistics.median(r["latency"]["p999_us"] for r in rs),
+                  fixed_user=statistics.median(r["fixed_user_ticks"] / r["clk_tck"] * 1e6 / max(r["fixed"]["requests"], 1) for r in rs),
+                  fixed_sys=statistics.median(r["fixed_sys_ticks"] / r["clk_tck"] * 1e6 / max(r["fixed"]["requests"], 1) for r in rs),
                   statuses=rs[-1]["throughput"]["statuses"])
 def ratio(a, b, key):
     return agg[a][key] / agg[b][key] if a in agg and b in agg and agg[b][key] else float("nan")
@@ -163,14 +176,23 @@ for c in cases:
     a = agg[c]
     lines.append(f"| {c} | {a['rps']:.0f} ({a['rps_min']:.0f}–{a['rps_max']:.0f}) | {a['cpu']:.1f} | {a['p50']:.0f} | {a['p99']:.0f} | {a['p999']:.0f} | {a['statuses']} |")
 lines.append("")
-lines.append("| ratio | by req/s | by CPU per request (inverse) | target |")
+lines.append(f"CPU per request at a fixed {cpu_rate} req/s, open loop (the same offered load for every case):\n")
+lines.append("| case | user µs/request | system µs/request | total |")
 lines.append("|---|---|---|---|")
+for c in cases:
+    a = agg[c]
+    lines.append(f"| {c} | {a['fixed_user']:.1f} | {a['fixed_sys']:.1f} | {a['fixed_user'] + a['fixed_sys']:.1f} |")
+lines.append("")
+lines.append(f"| ratio | by req/s | by CPU per request (inverse) | by CPU at {cpu_rate} req/s (inverse) | target |")
+lines.append("|---|---|---|---|---|")
 for name, a, b, target in [("(4)/(2) full vs nginx", "full", "nginx", "≥ 1.10"),
                            ("(4)/(3) full vs plain", "full", "plain", "≥ 0.95"),
                            ("(5)/(4) redis vs memory", "redis", "full", "≥ 0.70"),
                            ("(6)/(4) forged vs full", "forged", "full", "≥ 2.0")]:
     inv = agg[b]["cpu"] / agg[a]["cpu"] if a in agg and b in agg else float("nan")
-    lines.append(f"| {name} | {ratio(a, b, 'rps'):.2f} | {inv:.2f} | {target} |")
+    total = lambda c: agg[c]["fixed_user"] + agg[c]["fixed_sys"]
+    fixed_inv = total(b) / total(a) if a in agg and b in agg and total(a) else float("nan")
+    lines.append(f"| {name} | {ratio(a, b, 'rps'):.2f} | {inv:.2f} | {fixed_inv:.2f} | {target} |")
 if "direct" in agg and "full" in agg:
     lines.append(f"\np99 added over direct at {rate} req/s: {agg['full']['p99'] - agg['direct']['p99']:.0f} µs (target ≤ 100 µs)")
 open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
