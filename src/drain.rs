@@ -24,8 +24,10 @@
 //!    `drain_timeout` runs out first, the ones still in progress are logged and cut off.
 //!
 //! An HTTP/2 connection's streams are not seen one by one: the connection counts as owing a
-//! head until it closes, which Pingora does after its GOAWAY once the streams in progress are
-//! answered. So the drain waits for them too, and step 1 takes its whole [`WAIT`].
+//! head until it closes, which Pingora does after its GOAWAY (sent at the closing) once the
+//! streams in progress are answered. So the drain waits for those streams too: an idle h2
+//! connection closes at once; one with a stream in progress holds step 1 for its whole
+//! [`WAIT`], then step 3 until the stream is answered.
 //!
 //! Pingora's own grace period is set one second longer than `drain_timeout`, so it only acts
 //! if this never finishes.
