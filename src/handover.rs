@@ -110,3 +110,87 @@ impl BackgroundService for Follower {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::DeliveryKey;
+    use crate::metrics::Metrics;
+    use crate::runtime::Runtime;
+    use crate::state::State;
+    use arc_swap::ArcSwap;
+    use std::sync::Arc;
+
+    const YAML: &str = "routes:\n  - name: a\n    path: /a\n    upstream: http://127.0.0.1:3000\n    dedup: {}\n    verify:\n      secrets: [whsec_a]\n";
+
+    fn snapshot(secret: [u8; 32], keys: &[u128]) -> Snapshot {
+        let expires = (SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            + Duration::from_secs(3600))
+        .as_secs() as u32;
+        let records = keys
+            .iter()
+            .map(|&k| (DeliveryKey::from_u128(k), expires))
+            .collect();
+        Snapshot {
+            key_secret: secret,
+            routes: vec![("a".to_string(), records)],
+        }
+    }
+
+    /// A gateway state started from `first`, as a process started with `--upgrade` is.
+    fn started_from(dir: &std::path::Path, first: &Snapshot) -> Live {
+        let config_path = dir.join("hookgate.yaml");
+        std::fs::write(&config_path, YAML).unwrap();
+        let config = crate::config::load(&config_path).unwrap();
+        let metrics = Metrics::new();
+        let clock = crate::clock::system();
+        let state = State::with_snapshot(&config, clock.clone(), &metrics, Some(first.clone()));
+        Arc::new(ArcSwap::from_pointee(Runtime::new(
+            &config,
+            &metrics,
+            Arc::new(state),
+            &clock,
+        )))
+    }
+
+    fn held(live: &Live) -> usize {
+        live.load().state.snapshot().unwrap().len()
+    }
+
+    #[test]
+    fn the_old_process_s_last_write_is_merged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedup.snapshot");
+        let first = snapshot([7; 32], &[1, 2]);
+        first.write(&path).unwrap();
+        let live = started_from(dir.path(), &first);
+        let follower = Follower::new(live.clone(), path.clone(), Version::of(&path), WINDOW);
+        assert!(
+            !follower.check(),
+            "the file read at start is not merged again"
+        );
+        assert_eq!(held(&live), 2);
+
+        // The old process exits: its last snapshot holds what it delivered in the overlap.
+        snapshot([7; 32], &[1, 2, 3, 4]).write(&path).unwrap();
+        assert!(follower.check());
+        assert_eq!(held(&live), 4);
+    }
+
+    #[test]
+    fn a_snapshot_hashed_with_another_secret_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedup.snapshot");
+        let first = snapshot([7; 32], &[1]);
+        first.write(&path).unwrap();
+        let live = started_from(dir.path(), &first);
+        let follower = Follower::new(live.clone(), path.clone(), Version::of(&path), WINDOW);
+        snapshot([8; 32], &[5, 6, 7]).write(&path).unwrap();
+        assert!(follower.check(), "looked at, and done with");
+        assert_eq!(held(&live), 1);
+    }
+
+    const WINDOW: Duration = Duration::from_secs(1);
+}
