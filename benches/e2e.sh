@@ -170,31 +170,30 @@ def ratio(a, b, key):
 lines = []
 lines.append(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {platform.node()} ({os.cpu_count()} cores, {platform.platform()}); "
              f"{rounds} alternating rounds of {duration} s per case; open-loop latency at {rate} req/s.\n")
-lines.append("| case | req/s (median, min–max) | CPU µs/request | p50 µs | p99 µs | p99.9 µs | statuses (last round) |")
-lines.append("|---|---|---|---|---|---|---|")
-for c in cases:
-    a = agg[c]
-    lines.append(f"| {c} | {a['rps']:.0f} ({a['rps_min']:.0f}–{a['rps_max']:.0f}) | {a['cpu']:.1f} | {a['p50']:.0f} | {a['p99']:.0f} | {a['p999']:.0f} | {a['statuses']} |")
-lines.append("")
+def table(header, rows):
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    lines.append("")
+table(["case", "req/s (median, min–max)", "CPU µs/request", "p50 µs", "p99 µs", "p99.9 µs", "statuses (last round)"],
+      [[c, f"{a['rps']:.0f} ({a['rps_min']:.0f}–{a['rps_max']:.0f})", f"{a['cpu']:.1f}", f"{a['p50']:.0f}",
+        f"{a['p99']:.0f}", f"{a['p999']:.0f}", str(a['statuses'])] for c, a in ((c, agg[c]) for c in cases)])
 lines.append(f"CPU per request at a fixed {cpu_rate} req/s, open loop (the same offered load for every case):\n")
-lines.append("| case | user µs/request | system µs/request | total |")
-lines.append("|---|---|---|---|")
-for c in cases:
-    a = agg[c]
-    lines.append(f"| {c} | {a['fixed_user']:.1f} | {a['fixed_sys']:.1f} | {a['fixed_user'] + a['fixed_sys']:.1f} |")
-lines.append("")
-lines.append(f"| ratio | by req/s | by CPU per request (inverse) | by CPU at {cpu_rate} req/s (inverse) | target |")
-lines.append("|---|---|---|---|---|")
+total = lambda c: agg[c]["fixed_user"] + agg[c]["fixed_sys"]
+table(["case", "user µs/request", "system µs/request", "total"],
+      [[c, f"{agg[c]['fixed_user']:.1f}", f"{agg[c]['fixed_sys']:.1f}", f"{total(c):.1f}"] for c in cases])
+rows = []
 for name, a, b, target in [("(4)/(2) full vs nginx", "full", "nginx", "≥ 1.10"),
                            ("(4)/(3) full vs plain", "full", "plain", "≥ 0.95"),
                            ("(5)/(4) redis vs memory", "redis", "full", "≥ 0.70"),
                            ("(6)/(4) forged vs full", "forged", "full", "≥ 2.0")]:
-    inv = agg[b]["cpu"] / agg[a]["cpu"] if a in agg and b in agg else float("nan")
-    total = lambda c: agg[c]["fixed_user"] + agg[c]["fixed_sys"]
-    fixed_inv = total(b) / total(a) if a in agg and b in agg and total(a) else float("nan")
-    lines.append(f"| {name} | {ratio(a, b, 'rps'):.2f} | {inv:.2f} | {fixed_inv:.2f} | {target} |")
+    both = a in agg and b in agg
+    inv = agg[b]["cpu"] / agg[a]["cpu"] if both else float("nan")
+    fixed_inv = total(b) / total(a) if both and total(a) else float("nan")
+    rows.append([name, f"{ratio(a, b, 'rps'):.2f}", f"{inv:.2f}", f"{fixed_inv:.2f}", target])
+table(["ratio", "by req/s", "by CPU per request (inverse)", f"by CPU at {cpu_rate} req/s (inverse)", "target"], rows)
 if "direct" in agg and "full" in agg:
-    lines.append(f"\np99 added over direct at {rate} req/s: {agg['full']['p99'] - agg['direct']['p99']:.0f} µs (target ≤ 100 µs)")
+    lines.append(f"p99 added over direct at {rate} req/s: {agg['full']['p99'] - agg['direct']['p99']:.0f} µs (target ≤ 100 µs)")
 open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
 with open(f"{out}/latency.dat", "w") as f:
     for i, c in enumerate(cases):
