@@ -15,8 +15,8 @@
 //! when its answer is done ([`request_finished`]); in between, reads (the body) have no
 //! deadline here: `body_timeout` bounds them (`crate::body`).
 //!
-//! It also keeps each connection's [`Place`] in the proxy's [`Drain`]: whether it owes a
-//! request head and whether a request is in progress, so stopping the gateway neither drops a
+//! It also keeps each connection's [`Place`] in the proxy's [`Drain`]: whether a request is
+//! pending on it and whether one is in progress, so stopping the gateway neither drops a
 //! request on its way nor cuts one off (`crate::drain`).
 //!
 //! The stream also sees the answers Pingora writes on its own, for a head it refused before
@@ -110,7 +110,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     /// The listeners are closed: the drain's steps, in order (`crate::drain`).
     async fn cleanup(&self) {
         let deadline = tokio::time::Instant::now() + self.drain.limit();
-        self.drain.heads_delivered().await;
+        self.drain.arrivals().await;
         // Pingora's proxy drops the connections waiting for a request.
         self.inner.cleanup().await;
         let done = self.drain.requests_done(deadline).await;
@@ -163,7 +163,7 @@ pub struct Timed {
     unrouted: Arc<RouteMetrics>,
     /// Whether such an answer was already recorded (Pingora closes the connection after it).
     answered_early: bool,
-    /// Whether it owes a head, whether a request is in progress (set by the proxy between a
+    /// Whether a request is pending, whether one is in progress (set by the proxy between a
     /// request's head and the end of its answer).
     place: Place,
 }

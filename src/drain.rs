@@ -9,25 +9,29 @@
 //! that way). And it gives requests in progress a fixed grace period, then stops its runtimes,
 //! cancelling whatever still runs: an upstream slower than that is cut off mid-answer.
 //!
-//! So hookgate counts, per connection ([`Place`]), whether it owes a request head (accepted
-//! and no request read yet, or partway through a head) and whether a request is in progress
-//! (from its head to its access log line, commit included). At the listeners' closing:
+//! So hookgate counts the connections with a request *pending*: from the acceptance (or, on a
+//! kept-alive connection, from the first byte of the next head) to the end of the request's
+//! access log line, commit included ([`Place`]). A connection idle between requests is not
+//! pending. At the listeners' closing:
 //!
-//! 1. [`Drain::heads_delivered`]: the connections that owe a head get to deliver it: first
-//!    [`SETTLE`], for the connections accepted just before the closing to be counted (each
-//!    starts in a task of its own), then until none is owed, at most [`WAIT`] in all;
+//! 1. [`Drain::arrivals`]: first [`SETTLE`], for the connections accepted just before the
+//!    closing to be counted (each starts in a task of its own), then until nothing is pending,
+//!    at most [`WAIT`] in all: a request on its way has arrived by then;
 //! 2. the proxy then drops the connections still waiting for a request;
-//! 3. [`Drain::requests_done`]: until no request is in progress, at most `drain_timeout` from
-//!    the closing;
+//! 3. [`Drain::requests_done`]: until nothing is pending, at most `drain_timeout` from the
+//!    closing;
 //! 4. [`Drain::finish`]: the process's exit (`crate::server` saves the dedup snapshot first).
 //!    The requests have all been answered and settled by then, so nothing is cut off; when
-//!    `drain_timeout` runs out first, the ones still in progress are logged and cut off.
+//!    `drain_timeout` runs out first, the ones still pending are logged and cut off.
 //!
-//! An HTTP/2 connection's streams are not seen one by one: the connection counts as owing a
-//! head until it closes, which Pingora does after its GOAWAY (sent at the closing) once the
-//! streams in progress are answered. So the drain waits for those streams too: an idle h2
-//! connection closes at once; one with a stream in progress holds step 1 for its whole
-//! [`WAIT`], then step 3 until the stream is answered.
+//! An HTTP/2 connection's streams are not seen one by one: the connection is pending until it
+//! closes, which Pingora does after its GOAWAY (sent at the closing) once the streams in
+//! progress are answered. So the drain waits for those streams too: an idle h2 connection
+//! closes at once; one with a stream in progress holds step 1 for its whole [`WAIT`], then
+//! step 3 until the stream is answered.
+//!
+//! The count costs two updates of one shared counter per request (at the head's first byte
+//! and at the request's end), and nothing on a connection's other reads and writes.
 //!
 //! Pingora's own grace period is set one second longer than `drain_timeout`, so it only acts
 //! if this never finishes.
@@ -46,7 +50,7 @@ use tokio::time::Instant;
 /// How long the connections accepted just before the closing get to be counted.
 pub const SETTLE: Duration = Duration::from_millis(50);
 
-/// The longest wait for the heads owed, from the closing.
+/// The longest wait, from the closing, before the connections waiting for a request close.
 pub const WAIT: Duration = Duration::from_millis(600);
 
 type Exit = Box<dyn Fn() + Send + Sync>;
@@ -55,11 +59,9 @@ type Exit = Box<dyn Fn() + Send + Sync>;
 pub struct Drain {
     /// `drain_timeout`.
     limit: Duration,
-    /// Connections that owe a request head.
-    owed: AtomicUsize,
-    /// Requests in progress.
-    busy: AtomicUsize,
-    /// Woken when either count falls to 0.
+    /// Connections with a request pending (on its way or in progress).
+    pending: AtomicUsize,
+    /// Woken when `pending` falls to 0.
     emptied: Notify,
     /// What [`Drain::finish`] does (the process's exit).
     exit: OnceLock<Exit>,
@@ -68,19 +70,17 @@ pub struct Drain {
 impl std::fmt::Debug for Drain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         (f.debug_struct("Drain").field("limit", &self.limit))
-            .field("owed", &self.owed)
-            .field("busy", &self.busy)
+            .field("pending", &self.pending)
             .finish()
     }
 }
 
 impl Drain {
-    /// Requests in progress at the closing get `limit` to finish.
+    /// Requests pending at the closing get `limit` to finish.
     pub fn new(limit: Duration) -> Self {
         Self {
             limit,
-            owed: AtomicUsize::new(0),
-            busy: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             emptied: Notify::new(),
             exit: OnceLock::new(),
         }
@@ -96,45 +96,34 @@ impl Drain {
         let _ = self.exit.set(Box::new(exit));
     }
 
-    /// A newly accepted connection's place: it owes its first head.
+    /// A newly accepted connection's place: its first request is pending.
     pub fn connection(self: &Arc<Self>) -> Place {
-        self.owed.fetch_add(1, Ordering::AcqRel);
+        self.pending.fetch_add(1, Ordering::AcqRel);
         Place {
             drain: self.clone(),
-            owing: AtomicBool::new(true),
+            pending: AtomicBool::new(true),
             busy: AtomicBool::new(false),
         }
     }
 
-    /// Connections that owe a request head now.
-    pub fn owed(&self) -> usize {
-        self.owed.load(Ordering::Acquire)
+    /// Connections with a request pending now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 
-    /// Requests in progress now.
-    pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Acquire)
-    }
-
-    /// Step 1: waits [`SETTLE`], then until no connection owes a head, at most [`WAIT`] (or
-    /// `limit`, if shorter) in all.
-    pub async fn heads_delivered(&self) {
+    /// Step 1: waits [`SETTLE`], then until nothing is pending, at most [`WAIT`] (or `limit`,
+    /// if shorter) in all.
+    pub async fn arrivals(&self) {
         let wait = WAIT.min(self.limit);
         let deadline = Instant::now() + wait;
         tokio::time::sleep(SETTLE.min(wait)).await;
-        if !self.until(deadline, |d| d.owed() == 0).await {
-            tracing::debug!(
-                owed = self.owed(),
-                "closing connections that still owe a head"
-            );
-        }
+        self.until(deadline).await;
     }
 
-    /// Step 3: waits until no request is in progress and no head is owed, or `deadline`.
-    /// Tells whether they all finished.
+    /// Step 3: waits until nothing is pending, or `deadline`. Tells whether everything
+    /// finished.
     pub async fn requests_done(&self, deadline: Instant) -> bool {
-        self.until(deadline, |d| d.busy() == 0 && d.owed() == 0)
-            .await
+        self.until(deadline).await
     }
 
     /// Step 4: the exit set by [`Drain::on_finish`] (nothing if none is set: Pingora's grace
@@ -144,7 +133,7 @@ impl Drain {
             tracing::info!("every request in progress has finished");
         } else {
             tracing::warn!(
-                in_progress = self.busy(),
+                in_progress = self.pending(),
                 drain_timeout = ?self.limit,
                 "requests still in progress at the end of drain_timeout are cut off"
             );
@@ -154,58 +143,51 @@ impl Drain {
         }
     }
 
-    async fn until(&self, deadline: Instant, done: impl Fn(&Self) -> bool) -> bool {
+    async fn until(&self, deadline: Instant) -> bool {
         loop {
             let emptied = self.emptied.notified();
             tokio::pin!(emptied);
             emptied.as_mut().enable();
-            if done(self) {
+            if self.pending() == 0 {
                 return true;
             }
             if tokio::time::timeout_at(deadline, emptied).await.is_err() {
-                return done(self);
+                return self.pending() == 0;
             }
-        }
-    }
-
-    fn leave(&self, count: &AtomicUsize) {
-        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.emptied.notify_waiters();
         }
     }
 }
 
-/// One connection's standing in its [`Drain`]: whether it owes a head (from its acceptance,
-/// then from the first byte of each later head, until the head is read) and whether a
-/// request is in progress on it. Closing the connection clears both.
+/// One connection's standing in its [`Drain`]: whether a request is pending on it (from its
+/// acceptance, then from the first byte of each later head, until the request's end) and
+/// whether one is in progress (head read, answer not finished: what `crate::conn`'s deadlines
+/// need). Closing the connection ends both.
 #[derive(Debug)]
 pub struct Place {
     drain: Arc<Drain>,
-    owing: AtomicBool,
+    pending: AtomicBool,
     busy: AtomicBool,
 }
 
 impl Place {
     /// A head has started arriving.
     pub fn head_started(&self) {
-        if !self.owing.swap(true, Ordering::AcqRel) {
-            self.drain.owed.fetch_add(1, Ordering::AcqRel);
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.drain.pending.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    /// The head is read: a request is in progress.
+    /// The head is read: the request is in progress. Pending already, unless its head came in
+    /// the same read as the previous request (pipelined), which no first byte announced.
     pub fn request_started(&self) {
-        if !self.busy.swap(true, Ordering::AcqRel) {
-            self.drain.busy.fetch_add(1, Ordering::AcqRel);
-        }
-        self.paid();
+        self.busy.store(true, Ordering::Relaxed);
+        self.head_started();
     }
 
     /// The request is answered and logged.
     pub fn request_finished(&self) {
-        if self.busy.swap(false, Ordering::AcqRel) {
-            self.drain.leave(&self.drain.busy);
-        }
+        self.busy.store(false, Ordering::Relaxed);
+        self.settled();
     }
 
     /// Whether a request is in progress.
@@ -213,17 +195,18 @@ impl Place {
         self.busy.load(Ordering::Relaxed)
     }
 
-    fn paid(&self) {
-        if self.owing.swap(false, Ordering::AcqRel) {
-            self.drain.leave(&self.drain.owed);
+    fn settled(&self) {
+        if self.pending.swap(false, Ordering::AcqRel)
+            && self.drain.pending.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.drain.emptied.notify_waiters();
         }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.paid();
-        self.request_finished();
+        self.settled();
     }
 }
 
@@ -236,49 +219,62 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_owes_each_head_until_its_request_starts() {
+    fn a_request_is_pending_from_its_first_byte_to_its_end() {
         let drain = drain();
         let place = drain.connection();
-        assert_eq!((drain.owed(), drain.busy()), (1, 0));
-        place.head_started(); // the first byte of the first head: still one
-        assert_eq!(drain.owed(), 1);
+        assert_eq!(drain.pending(), 1, "an accepted connection's first request");
+        place.head_started();
         place.request_started();
-        place.request_started(); // counted once
-        assert_eq!((drain.owed(), drain.busy()), (0, 1));
+        assert_eq!(drain.pending(), 1, "counted once");
+        assert!(place.is_busy());
         place.request_finished();
-        assert_eq!((drain.owed(), drain.busy()), (0, 0));
+        assert_eq!(drain.pending(), 0, "idle between requests");
+        assert!(!place.is_busy());
         place.head_started(); // the next request on the kept-alive connection
-        assert_eq!(drain.owed(), 1);
+        assert_eq!(drain.pending(), 1);
         place.request_started();
         drop(place); // closed mid-request
-        assert_eq!((drain.owed(), drain.busy()), (0, 0));
+        assert_eq!(drain.pending(), 0);
+    }
+
+    #[test]
+    fn a_pipelined_request_whose_head_no_read_announced_is_pending_too() {
+        let drain = drain();
+        let place = drain.connection();
+        place.request_started();
+        place.request_finished();
+        place.request_started(); // the next head was already in the buffer
+        assert_eq!(drain.pending(), 1);
+        place.request_finished();
+        assert_eq!(drain.pending(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn heads_delivered_returns_once_the_last_head_is_read() {
+    async fn arrivals_returns_once_nothing_is_pending() {
         let drain = drain();
         let place = drain.connection();
         let start = Instant::now();
         let waiter = tokio::spawn({
             let drain = drain.clone();
-            async move { drain.heads_delivered().await }
+            async move { drain.arrivals().await }
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiter.is_finished());
         place.request_started();
+        place.request_finished();
         waiter.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn heads_delivered_takes_the_settle_time_then_gives_up_after_wait() {
+    async fn arrivals_takes_the_settle_time_then_gives_up_after_wait() {
         let drain = drain();
         let start = Instant::now();
-        drain.heads_delivered().await;
+        drain.arrivals().await;
         assert_eq!(start.elapsed(), SETTLE);
         let _never_sends = drain.connection();
         let start = Instant::now();
-        drain.heads_delivered().await;
+        drain.arrivals().await;
         assert_eq!(start.elapsed(), WAIT);
     }
 
@@ -300,7 +296,7 @@ mod tests {
         assert!(waiter.await.unwrap(), "both finished in time");
         assert_eq!(start.elapsed(), Duration::from_secs(2));
 
-        stuck.request_started();
+        stuck.head_started();
         let start = Instant::now();
         assert!(!drain.requests_done(start + Duration::from_secs(3)).await);
         assert_eq!(start.elapsed(), Duration::from_secs(3));
