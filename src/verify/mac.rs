@@ -57,7 +57,7 @@ impl Key {
             for part in parts {
                 mac.update(part);
             }
-            MacBytes::from_slice(&mac.finalize().into_bytes())
+            finalized(mac)
         }
         match self {
             Self::Sha256(key) => run(key, parts),
@@ -86,11 +86,16 @@ impl Running {
 
     pub(super) fn finish(self) -> MacBytes {
         match self.0 {
-            Key::Sha256(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
-            Key::Sha512(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
-            Key::Sha1(mac) => MacBytes::from_slice(&mac.finalize().into_bytes()),
+            Key::Sha256(mac) => finalized(mac),
+            Key::Sha512(mac) => finalized(mac),
+            Key::Sha1(mac) => finalized(mac),
         }
     }
+}
+
+/// The finished MAC of `mac`, on the stack.
+fn finalized<M: Mac>(mac: M) -> MacBytes {
+    MacBytes::from_slice(&mac.finalize().into_bytes())
 }
 
 /// A MAC, computed or decoded from a header, held on the stack.
