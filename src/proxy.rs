@@ -209,6 +209,11 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// None: Pingora's default adds a (disabled) response compression module, which would
+    /// still cost every request a context and a filter call. hookgate relays the upstream's
+    /// answer as it is.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: Instant::now(),

@@ -35,6 +35,10 @@ use crate::tls::CertStore;
 fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.threads.get(),
+        // One single-threaded runtime per worker thread: a connection stays on the thread that
+        // accepted it. Tokio's work-stealing scheduler cost about 6% more CPU per forwarded
+        // request (BENCHMARKS.md); a webhook request is short, so there is little to steal.
+        work_stealing: false,
         // A process per listen port gets its own upgrade socket, so several gateways (tests,
         // sidecars) can share a machine.
         upgrade_sock: upgrade_sock(config).to_string_lossy().into_owned(),
