@@ -9,6 +9,7 @@
 # body, prepared before the timed part):
 #   1 direct     load generator -> upstream (nginx answering 204)
 #   2 nginx      nginx proxy_pass with upstream keepalive -> upstream
+#   P pingora    reference: Pingora's stock proxy, nothing of hookgate (benches/pingora_proxy)
 #   3 plain      hookgate, verification only (hookgate has no unverified forwarding path)
 #   4 full       hookgate: verification, dedup, a tier too high to trigger, metrics
 #   5 redis      case 4 with the Redis state backend (skipped if this build has none)
@@ -44,12 +45,13 @@ if ! need nginx || ! need gnuplot || ! need redis-server; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq nginx-light gnuplot-nox redis-server >/dev/null
 fi
-cargo build --release --bin hookgate --bin hookgate-load >&2
+cargo build --release --bin hookgate --bin hookgate-load --example pingora-proxy >&2
 HG=target/release/hookgate
 LOAD=target/release/hookgate-load
+PINGORA=target/release/examples/pingora-proxy
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); PX=$(port); G3=$(port); A3=$(port); G4=$(port); A4=$(port); G5=$(port); A5=$(port); RP=$(port)
+UP=$(port); PX=$(port); PP=$(port); G3=$(port); A3=$(port); G4=$(port); A4=$(port); G5=$(port); A5=$(port); RP=$(port)
 
 nginx_conf() { # name, body
   cat > "$WORK/$1.conf" <<CONF
@@ -110,6 +112,11 @@ wait_ready() { # admin port
 }
 P3=$(start_gateway plain.yaml); P4=$(start_gateway full.yaml); PIDS+=("$P3" "$P4")
 wait_ready "$A3"; wait_ready "$A4"
+RUST_LOG=warn "$PINGORA" "127.0.0.1:$PP" "127.0.0.1:$UP" >"$WORK/pingora.log" 2>&1 &
+PPW=$!; PIDS+=("$PPW")
+for _ in $(seq 1 200); do # poll until the reference proxy answers
+  curl -s -o /dev/null "http://127.0.0.1:$PP/" && break; sleep 0.05
+done
 P5=""
 if "$HG" check --config "$WORK/redis.yaml" >/dev/null 2>&1; then
   redis-server --port "$RP" --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
@@ -142,6 +149,7 @@ run_case() { # round, case, addr, server pid, extra loadgen args...
 for round in $(seq 1 "$ROUNDS"); do
   run_case "$round" direct "127.0.0.1:$UP" "$UPW"
   run_case "$round" nginx "127.0.0.1:$PX" "$PXW"
+  run_case "$round" pingora "127.0.0.1:$PP" "$PPW"
   run_case "$round" plain "127.0.0.1:$G3" "$P3"
   run_case "$round" full "127.0.0.1:$G4" "$P4"
   [ -n "$P5" ] && run_case "$round" redis "127.0.0.1:$G5" "$P5"
@@ -152,7 +160,7 @@ python3 - "$OUT" "$RATE" "$DURATION" "$ROUNDS" "$CPU_RATE" <<'PY'
 import json, sys, statistics, platform, os, datetime
 out, rate, duration, rounds, cpu_rate = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 rows = [json.loads(l) for l in open(f"{out}/results.jsonl")]
-cases = [c for c in ["direct", "nginx", "plain", "full", "redis", "forged"] if any(r["case"] == c for r in rows)]
+cases = [c for c in ["direct", "nginx", "pingora", "plain", "full", "redis", "forged"] if any(r["case"] == c for r in rows)]
 agg = {}
 for c in cases:
     rs = [r for r in rows if r["case"] == c]
@@ -185,6 +193,8 @@ table(["case", "user µs/request", "system µs/request", "total"],
 rows = []
 for name, a, b, target in [("(4)/(2) full vs nginx", "full", "nginx", "≥ 1.10"),
                            ("(4)/(3) full vs plain", "full", "plain", "≥ 0.95"),
+                           ("reference: stock Pingora proxy vs nginx", "pingora", "nginx", ""),
+                           ("reference: full vs stock Pingora proxy", "full", "pingora", ""),
                            ("(5)/(4) redis vs memory", "redis", "full", "≥ 0.70"),
                            ("(6)/(4) forged vs full", "forged", "full", "≥ 2.0")]:
     both = a in agg and b in agg
