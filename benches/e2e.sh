@@ -114,9 +114,14 @@ P3=$(start_gateway plain.yaml); P4=$(start_gateway full.yaml); PIDS+=("$P3" "$P4
 wait_ready "$A3"; wait_ready "$A4"
 RUST_LOG=warn "$PINGORA" "127.0.0.1:$PP" "127.0.0.1:$UP" >"$WORK/pingora.log" 2>&1 &
 PPW=$!; PIDS+=("$PPW")
-for _ in $(seq 1 200); do # poll until the reference proxy answers
-  curl -s -o /dev/null "http://127.0.0.1:$PP/" && break; sleep 0.05
-done
+wait_answering() { # port: any HTTP answer (the reference proxy has no readiness endpoint)
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.05 # poll interval while the proxy starts
+  done
+  echo "the reference proxy on port $1 never answered" >&2; return 1
+}
+wait_answering "$PP"
 P5=""
 if "$HG" check --config "$WORK/redis.yaml" >/dev/null 2>&1; then
   redis-server --port "$RP" --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
