@@ -243,7 +243,21 @@ impl ShutdownSignalWatch for Signals {
                 let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
             }
             ShutdownSignal::GracefulTerminate => self.0.readiness.start_draining(),
-            ShutdownSignal::FastShutdown => {}
+            ShutdownSignal::FastShutdown => {
+                // Exit here rather than through Pingora's runtime shutdown, which can hang
+                // with per-thread runtimes (`work_stealing: false`, Pingora 0.9.1): a listener
+                // belongs to the reactor of the thread that built it, but its accept loop may
+                // run on another; once the first thread's runtime stops, that accept loop gets
+                // "runtime is being shut down" at every turn without ever yielding, so its own
+                // thread never sees its shutdown order and the process never exits. The
+                // requests in progress are cut off either way and their retries forwarded; a
+                // delivery committed between the snapshot's write and the exit (a window of
+                // microseconds) may be forwarded once more, never lost.
+                let lifecycle = self.0.clone();
+                let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
+                tracing::info!("SIGINT: exiting without draining");
+                std::process::exit(0)
+            }
         }
         signal
     }

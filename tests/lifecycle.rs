@@ -133,6 +133,62 @@ async fn a_request_outlasting_drain_timeout_is_cut_off_and_its_retry_forwarded()
     drop(retry);
 }
 
+/// SIGINT exits at once, whichever worker thread each listener landed on: a request in
+/// progress is cut off (never committed, so its retry is forwarded by the next process), and
+/// what was delivered before is in the snapshot. Several rounds, because the hang this guards
+/// against (Pingora's runtime shutdown with per-thread runtimes, `crate::server::Signals`)
+/// depended on which thread the accept loop ran on.
+#[tokio::test]
+async fn sigint_exits_at_once_and_keeps_what_was_delivered() {
+    let fast = Upstream::start().await;
+    let slow = Upstream::start_with(Behavior::Delay(Duration::from_secs(30))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("dedup.snapshot");
+    let (port, admin) = (free_port(), free_port());
+    let routes = format!(
+        "{}  - name: slow\n    path: /webhooks/slow\n    upstream: {}\n    dedup: {{}}\n    verify:\n      secrets: [{SECRET}]\n",
+        routes(&fast),
+        slow.url()
+    );
+    let extra = format!("state:\n  snapshot_path: {}\n", snapshot.display());
+    let path = dir.path().join("hookgate.yaml");
+    std::fs::write(&path, config_yaml(port, admin, &routes, &extra)).unwrap();
+    let sig = sign(SECRET, BODY);
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let mut gw = Gateway::spawn(&path, port, admin, &[], "info");
+        gw.wait_for("/readyz").await;
+        if round > 0 {
+            let previous = format!("kept-{}", round - 1);
+            assert!(is_duplicate(&gw.deliver(PATH, &previous, BODY).await));
+        }
+        let kept = format!("kept-{round}");
+        assert!(!is_duplicate(&gw.deliver(PATH, &kept, BODY).await));
+        // The slow route's delivery of the previous round was cut off: forwarded again.
+        let in_flight = {
+            let (addr, sig) = (gw.addr, sig.clone());
+            tokio::spawn(async move {
+                let headers = [
+                    ("X-Webhook-Signature", sig.as_str()),
+                    ("X-Webhook-Delivery-Id", "cut-off"),
+                ];
+                post(addr, "/webhooks/slow", &headers, BODY).await
+            })
+        };
+        upstream_gets(&slow, round + 1).await;
+        gw.signal("INT");
+        assert!(in_flight.await.unwrap().is_err(), "cut off, never answered");
+        let status = gw.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "round {round}: {status}");
+        assert!(
+            gw.logs().contains("dedup snapshot written"),
+            "{}",
+            gw.logs()
+        );
+    }
+    assert_eq!(fast.requests().len(), ROUNDS);
+}
+
 /// Connections accepted just before the listeners close still get their request answered:
 /// one that had sent nothing yet and one partway through its head. A keep-alive connection
 /// idle between requests is closed rather than waited for.
