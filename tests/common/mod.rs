@@ -393,10 +393,19 @@ impl Gateway {
         Self::launch(routes_yaml, extra_yaml, rust_log, "/readyz", args).await
     }
 
-    /// As [`Gateway::start`], but waits only until `/healthz` answers: for a gateway that is
-    /// expected not to become ready (its state backend unreachable).
+    /// As [`Gateway::start`], but waits only until `/healthz` answers and the proxy port
+    /// accepts connections: for a gateway that is expected not to become ready (its state
+    /// backend unreachable). The admin listener can answer before the proxy's is bound.
     pub async fn start_unready(routes_yaml: &str, extra_yaml: &str) -> Self {
-        Self::launch(routes_yaml, extra_yaml, "warn", "/healthz", &[]).await
+        let gateway = Self::launch(routes_yaml, extra_yaml, "warn", "/healthz", &[]).await;
+        let addr = gateway.addr;
+        wait_until(
+            "the proxy port to accept",
+            Duration::from_secs(30),
+            || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
+        gateway
     }
 
     async fn launch(
