@@ -35,9 +35,10 @@ use crate::tls::CertStore;
 fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.threads.get(),
-        // One single-threaded runtime per worker thread: a connection stays on the thread that
-        // accepted it. Tokio's work-stealing scheduler cost about 6% more CPU per forwarded
-        // request (BENCHMARKS.md); a webhook request is short, so there is little to steal.
+        // One single-threaded runtime per worker thread: Pingora hands each accepted connection
+        // to one of them at random, and it stays there. Tokio's work-stealing scheduler cost
+        // about 6% more CPU per forwarded request with 1 thread and 3% with 2 (BENCHMARKS.md);
+        // a webhook request is short, so there is little to steal.
         work_stealing: false,
         // A process per listen port gets its own upgrade socket, so several gateways (tests,
         // sidecars) can share a machine.
