@@ -698,7 +698,8 @@ async fn redis_admissions_that_time_out_fail_in_time_and_release_their_claims() 
 
     // Redis stalls longer than the timeout: every admission queued meanwhile fails in time, the
     // first batch's in Redis and the others behind it alike.
-    let _: String = server.cmd(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    // Far longer than the timeout, so an admission that waited for the pause's end shows.
+    let _: String = server.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]);
     let paused = Instant::now();
     let results = concurrently(ASKS, |i| {
         let backend = backend.clone();
@@ -714,17 +715,15 @@ async fn redis_admissions_that_time_out_fail_in_time_and_release_their_claims() 
             Err(StateError::Timeout(after)) => assert_eq!(after, timeout),
             other => panic!("admission {i}: {other:?}"),
         }
-        // Its own deadline, not the pause's end (a generous margin for a loaded machine).
-        assert!(
-            waited < timeout + Duration::from_millis(600),
-            "{i}: {waited:?}"
-        );
+        // Its own deadline, not the pause's end (half the pause: room for a loaded machine).
+        assert!(waited < Duration::from_secs(5), "{i}: {waited:?}");
     }
-    assert!(paused.elapsed() < Duration::from_millis(1200));
+    assert!(paused.elapsed() < Duration::from_secs(5));
     assert!(errors(&metrics, "admit") >= ASKS as f64);
 
     // Redis answers again: the next calls succeed, and no claim of the failed admissions is
     // left behind (the one that reached Redis was released after it).
+    let _: String = server.cmd(&["CLIENT", "UNPAUSE"]);
     eventually("Redis to answer again", Duration::from_secs(10), || async {
         backend.admit(ask(ASKS + 1)).await.is_ok()
     })

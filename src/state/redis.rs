@@ -560,6 +560,9 @@ impl Link {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
+            // The connection's own response timeout is `state.timeout` too: whichever of the
+            // two fires first, it is the same timeout.
+            Ok(Err(error)) if error.is_timeout() => Err(StateError::Timeout(self.timeout)),
             Ok(Err(error)) => Err(StateError::Unavailable(Box::new(error))),
             Err(_) => Err(StateError::Timeout(self.timeout)),
         };
@@ -586,6 +589,7 @@ impl Link {
                 }
                 None => Failure::Reply("the batch script returned an unexpected reply"),
             },
+            Ok(Err(error)) if error.is_timeout() => Failure::Timeout, // as in `timed`
             Ok(Err(error)) => Failure::Redis(error),
             Err(_) => Failure::Timeout,
         };
