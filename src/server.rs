@@ -3,9 +3,9 @@
 //! it stops.
 //!
 //! Signals: SIGHUP reloads the configuration ([`crate::reload`]); SIGTERM drains and exits,
-//! SIGINT exits at once, SIGQUIT hands the listening sockets to a new process started with
-//! `hookgate run --upgrade` and then drains (Pingora's). On SIGTERM and SIGQUIT `/readyz`
-//! starts failing at once. The dedup snapshot (`state.snapshot_path`) is written when SIGQUIT
+//! SIGQUIT hands the listening sockets to a new process started with `hookgate run --upgrade`
+//! and then drains (Pingora's), SIGINT exits at once, also during either drain. On SIGTERM and
+//! SIGQUIT `/readyz` starts failing at once. The dedup snapshot (`state.snapshot_path`) is written when SIGQUIT
 //! arrives, before the sockets are handed over (the new process reads it once it has them),
 //! and again when the process has drained, whatever stopped it.
 
@@ -168,6 +168,7 @@ pub fn build(config: &Config, path: &Path, upgrade: bool) -> pingora::Result<(Se
         readiness,
         snapshot_path,
         drain,
+        writing: std::sync::Mutex::new(()),
     };
     Ok((server, lifecycle))
 }
@@ -204,6 +205,7 @@ pub struct Lifecycle {
     readiness: Arc<Readiness>,
     snapshot_path: Option<PathBuf>,
     drain: Arc<Drain>,
+    writing: std::sync::Mutex<()>,
 }
 
 impl Lifecycle {
@@ -213,6 +215,8 @@ impl Lifecycle {
         let Some(path) = &self.snapshot_path else {
             return;
         };
+        // One write at a time: the drain's end and a SIGINT may both get here.
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let Some(snapshot) = self.live.load().state.snapshot() else {
             return;
         };
@@ -242,25 +246,51 @@ impl ShutdownSignalWatch for Signals {
                 self.0.readiness.start_draining();
                 let lifecycle = self.0.clone();
                 let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
+                self.0.clone().exit_on_interrupt();
             }
-            ShutdownSignal::GracefulTerminate => self.0.readiness.start_draining(),
-            ShutdownSignal::FastShutdown => {
-                // Exit here rather than through Pingora's runtime shutdown, which can hang
-                // with per-thread runtimes (`work_stealing: false`, Pingora 0.9.1): a listener
-                // belongs to the reactor of the thread that built it, but its accept loop may
-                // run on another; once the first thread's runtime stops, that accept loop gets
-                // "runtime is being shut down" at every turn without ever yielding, so its own
-                // thread never sees its shutdown order and the process never exits. The
-                // requests in progress are cut off either way and their retries forwarded; a
-                // delivery committed between the snapshot's write and the exit (a window of
-                // microseconds) may be forwarded once more, never lost.
-                let lifecycle = self.0.clone();
-                let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
-                tracing::info!("SIGINT: exiting without draining");
-                std::process::exit(0)
+            ShutdownSignal::GracefulTerminate => {
+                self.0.readiness.start_draining();
+                self.0.clone().exit_on_interrupt();
             }
+            // Exit here rather than through Pingora's runtime shutdown, which can hang with
+            // per-thread runtimes (`work_stealing: false`, Pingora 0.9.1): a listener belongs
+            // to the reactor of the thread that built it, but its accept loop may run on
+            // another; once the first thread's runtime stops, that accept loop gets "runtime
+            // is being shut down" at every turn without ever yielding, so its own thread never
+            // sees its shutdown order and the process never exits.
+            ShutdownSignal::FastShutdown => self.0.clone().exit_now("SIGINT").await,
         }
         signal
+    }
+}
+
+impl Lifecycle {
+    /// Ends the process without draining: the requests in progress are cut off, so their
+    /// senders retry and the retries are forwarded. The snapshot is written first; a delivery
+    /// committed between its write and the exit (microseconds) may be forwarded once more on a
+    /// retry, never lost.
+    async fn exit_now(self: Arc<Self>, why: &'static str) -> ! {
+        tracing::warn!(
+            in_progress = self.drain.pending(),
+            "{why}: exiting without draining"
+        );
+        let lifecycle = self.clone();
+        let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
+        std::process::exit(0)
+    }
+
+    /// During the drain of SIGTERM or SIGQUIT, a SIGINT (an operator's Ctrl-C that won't
+    /// wait) ends it at once. Pingora no longer listens for signals by then.
+    fn exit_on_interrupt(self: Arc<Self>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut interrupt) = signal(SignalKind::interrupt()) else {
+            return; // only if the signal driver is gone; the drain ends on its own anyway
+        };
+        tokio::spawn(async move {
+            if interrupt.recv().await.is_some() {
+                self.exit_now("SIGINT during the drain").await
+            }
+        });
     }
 }
 

@@ -189,6 +189,30 @@ async fn sigint_exits_at_once_and_keeps_what_was_delivered() {
     assert_eq!(fast.requests().len(), ROUNDS);
 }
 
+/// A SIGINT during SIGTERM's drain ends it at once (an operator who won't wait): the request
+/// still in progress is cut off and the snapshot written, long before `drain_timeout`.
+#[tokio::test]
+async fn sigint_during_the_drain_exits_at_once() {
+    let upstream = Upstream::start_with(Behavior::Delay(Duration::from_secs(60))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("dedup.snapshot");
+    let (path, port, admin) = write_config(dir.path(), &upstream, &snapshot);
+    let mut gw = Gateway::spawn(&path, port, admin, &[], "info");
+    gw.wait_for("/readyz").await;
+    let in_flight = send_in_background(gw.addr, "slow");
+    upstream_gets(&upstream, 1).await;
+    gw.signal("TERM");
+    gw.wait_for_log("Graceful shutdown").await;
+    gw.signal("INT");
+    // drain_timeout is 20 s (the default): an exit well before it is the SIGINT's.
+    let status = gw.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    assert!(in_flight.await.unwrap().is_err(), "cut off, never answered");
+    let logs = gw.logs();
+    assert!(logs.contains("SIGINT during the drain"), "{logs}");
+    assert!(logs.contains("dedup snapshot written"), "{logs}");
+}
+
 /// Connections accepted just before the listeners close still get their request answered:
 /// one that had sent nothing yet and one partway through its head. A keep-alive connection
 /// idle between requests is closed rather than waited for.
