@@ -5,9 +5,9 @@
 //! Signals: SIGHUP reloads the configuration ([`crate::reload`]); SIGTERM drains and exits,
 //! SIGQUIT hands the listening sockets to a new process started with `hookgate run --upgrade`
 //! and then drains (Pingora's), SIGINT exits at once, also during either drain. On SIGTERM and
-//! SIGQUIT `/readyz` starts failing at once. The dedup snapshot (`state.snapshot_path`) is written when SIGQUIT
-//! arrives, before the sockets are handed over (the new process reads it once it has them),
-//! and again when the process has drained, whatever stopped it.
+//! SIGQUIT `/readyz` starts failing at once. The dedup snapshot (`state.snapshot_path`) is
+//! written when SIGQUIT arrives, before the sockets are handed over (the new process reads it
+//! once it has them), and again when the process exits, whatever stopped it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -244,8 +244,7 @@ impl ShutdownSignalWatch for Signals {
         match signal {
             ShutdownSignal::GracefulUpgrade => {
                 self.0.readiness.start_draining();
-                let lifecycle = self.0.clone();
-                let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
+                self.0.write_snapshot().await;
                 self.0.clone().exit_on_interrupt();
             }
             ShutdownSignal::GracefulTerminate => {
@@ -274,9 +273,14 @@ impl Lifecycle {
             in_progress = self.drain.pending(),
             "{why}: exiting without draining"
         );
+        self.write_snapshot().await;
+        std::process::exit(0)
+    }
+
+    /// [`Lifecycle::save_snapshot`] off the async threads.
+    async fn write_snapshot(self: &Arc<Self>) {
         let lifecycle = self.clone();
         let _ = tokio::task::spawn_blocking(move || lifecycle.save_snapshot()).await;
-        std::process::exit(0)
     }
 
     /// During the drain of SIGTERM or SIGQUIT, a SIGINT (an operator's Ctrl-C that won't
