@@ -269,10 +269,10 @@ impl Lifecycle {
     /// committed between its write and the exit (microseconds) may be forwarded once more on a
     /// retry, never lost.
     async fn exit_now(self: Arc<Self>, why: &'static str) -> ! {
-        tracing::warn!(
-            in_progress = self.drain.pending(),
-            "{why}: exiting without draining"
-        );
+        match self.drain.pending() {
+            0 => tracing::info!("{why}: exiting without draining; nothing was in progress"),
+            cut => tracing::warn!(in_progress = cut, "{why}: exiting without draining"),
+        }
         self.write_snapshot().await;
         std::process::exit(0)
     }
