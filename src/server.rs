@@ -242,14 +242,15 @@ impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         let signal = pingora::server::UnixShutdownSignalWatch.recv().await;
         match signal {
+            // The SIGINT watch first, so that once `/readyz` fails a SIGINT is never lost.
             ShutdownSignal::GracefulUpgrade => {
+                self.0.clone().exit_on_interrupt();
                 self.0.readiness.start_draining();
                 self.0.write_snapshot().await;
-                self.0.clone().exit_on_interrupt();
             }
             ShutdownSignal::GracefulTerminate => {
-                self.0.readiness.start_draining();
                 self.0.clone().exit_on_interrupt();
+                self.0.readiness.start_draining();
             }
             // Exit here rather than through Pingora's runtime shutdown, which can hang with
             // per-thread runtimes (`work_stealing: false`, Pingora 0.9.1): a listener belongs

@@ -44,13 +44,22 @@ fn send_in_background(
     addr: std::net::SocketAddr,
     id: &'static str,
 ) -> tokio::task::JoinHandle<std::io::Result<Response>> {
+    send_to_in_background(addr, PATH, id)
+}
+
+/// As [`send_in_background`], to `path`.
+fn send_to_in_background(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    id: &'static str,
+) -> tokio::task::JoinHandle<std::io::Result<Response>> {
     tokio::spawn(async move {
         let sig = sign(SECRET, BODY);
         let headers = [
             ("X-Webhook-Signature", sig.as_str()),
             ("X-Webhook-Delivery-Id", id),
         ];
-        post(addr, PATH, &headers, BODY).await
+        post(addr, path, &headers, BODY).await
     })
 }
 
@@ -153,7 +162,6 @@ async fn sigint_exits_at_once_and_keeps_what_was_delivered() {
     let extra = format!("state:\n  snapshot_path: {}\n", snapshot.display());
     let path = dir.path().join("hookgate.yaml");
     std::fs::write(&path, config_yaml(port, admin, &routes, &extra)).unwrap();
-    let sig = sign(SECRET, BODY);
     const ROUNDS: usize = 6;
     for round in 0..ROUNDS {
         let mut gw = Gateway::spawn(&path, port, admin, &[], "info");
@@ -164,17 +172,8 @@ async fn sigint_exits_at_once_and_keeps_what_was_delivered() {
         }
         let kept = format!("kept-{round}");
         assert!(!is_duplicate(&gw.deliver(PATH, &kept, BODY).await));
-        // The slow route's delivery of the previous round was cut off: forwarded again.
-        let in_flight = {
-            let (addr, sig) = (gw.addr, sig.clone());
-            tokio::spawn(async move {
-                let headers = [
-                    ("X-Webhook-Signature", sig.as_str()),
-                    ("X-Webhook-Delivery-Id", "cut-off"),
-                ];
-                post(addr, "/webhooks/slow", &headers, BODY).await
-            })
-        };
+        // The same ID every round: cut off each time, so each round forwards it again.
+        let in_flight = send_to_in_background(gw.addr, "/webhooks/slow", "cut-off");
         upstream_gets(&slow, round + 1).await;
         gw.signal("INT");
         assert!(in_flight.await.unwrap().is_err(), "cut off, never answered");
@@ -202,7 +201,11 @@ async fn sigint_during_the_drain_exits_at_once() {
     let in_flight = send_in_background(gw.addr, "slow");
     upstream_gets(&upstream, 1).await;
     gw.signal("TERM");
-    gw.wait_for_log("Graceful shutdown").await;
+    // Draining (the SIGINT watch is in place before `/readyz` starts failing).
+    wait_until("/readyz to fail", Duration::from_secs(10), || async {
+        !matches!(get(gw.admin, "/readyz").await, Ok(r) if r.status == 200)
+    })
+    .await;
     gw.signal("INT");
     // drain_timeout is 20 s (the default): an exit well before it is the SIGINT's.
     let status = gw.wait_exit(Duration::from_secs(10)).await;
